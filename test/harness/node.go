@@ -1,0 +1,253 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.podman.io/image/v5/docker"
+
+	"layerd.dev/layerd/test/dbusd"
+	"layerd.dev/layerd/test/kubelet"
+	"layerd.dev/layerd/test/ostreesys"
+	"layerd.dev/layerd/test/rpmostreed/backend"
+)
+
+// Node is one simulated directory-tier node: a libostree sysroot, the node's /run (holding its
+// system bus and rpm-ostree's transaction socket), the rpm-ostreed stand-in on that bus, a
+// kubelet stand-in for its Node object, and the pods the harness runs on it.
+type Node struct {
+	Name    string
+	Dir     string
+	Sysroot *ostreesys.Sysroot
+	// RunDir is the node's /run. It is emptied at every reboot, as a tmpfs would be.
+	RunDir  string
+	Kubelet *kubelet.Kubelet
+
+	w          *World
+	mu         sync.Mutex // serializes reboots and pod changes
+	bus        *dbusd.Bus
+	standIn    *standIn
+	stopKubel  context.CancelFunc
+	kubeletErr chan error
+	pods       []*podSlot
+	reboots    int
+	lastBoot   backend.BootResult
+}
+
+// addNode installs the base image into a new sysroot, boots it and starts the node's parts.
+func (w *World) addNode(ctx context.Context, name string) (_ *Node, err error) {
+	n := &Node{Name: name, Dir: filepath.Join(w.Dir, "nodes", name), w: w}
+	n.RunDir = filepath.Join(n.Dir, "run")
+	defer func() {
+		if err != nil {
+			err = errors.Join(fmt.Errorf("node %s: %w", name, err), n.close())
+		}
+	}()
+	if err := os.MkdirAll(n.RunDir, 0o755); err != nil {
+		return nil, err
+	}
+	if n.Sysroot, err = ostreesys.Init(ctx, filepath.Join(n.Dir, "sysroot"), w.opts.OSName); err != nil {
+		return nil, err
+	}
+	if err := n.install(ctx, w.Base.Pinned); err != nil {
+		return nil, err
+	}
+	if n.lastBoot, err = backend.Boot(ctx, n.Sysroot.Path, n.RunDir); err != nil {
+		return nil, err
+	}
+	if err := n.startServices(); err != nil {
+		return nil, err
+	}
+	n.Kubelet = kubelet.New(w.Kube.Client, name, kubelet.Options{Labels: map[string]string{"layerd.dev/pool": "default"}})
+	kctx, cancel := context.WithCancel(context.Background())
+	n.stopKubel, n.kubeletErr = cancel, make(chan error, 1)
+	go func() { n.kubeletErr <- n.Kubelet.Run(kctx) }()
+	if err := n.waitNodeReady(ctx); err != nil {
+		return nil, err
+	}
+	w.logf("%s up: booted %s", name, n.lastBoot.Booted.Checksum[:12])
+	return n, nil
+}
+
+// install does what an installer does on a new machine: the image's content becomes the first
+// deployment, recorded with a container origin as rpm-ostree would.
+func (n *Node) install(ctx context.Context, pinned string) error {
+	ref, err := docker.ParseReference("//" + pinned)
+	if err != nil {
+		return fmt.Errorf("installing %s: %w", pinned, err)
+	}
+	tree := filepath.Join(n.Dir, "install-tree")
+	defer os.RemoveAll(tree)
+	digest, err := ostreesys.FlattenImage(ctx, n.w.Trust.SystemContext(), ref, tree)
+	if err != nil {
+		return fmt.Errorf("installing %s: %w", pinned, err)
+	}
+	csum, err := n.Sysroot.CommitTree(ctx, tree, n.Sysroot.OSName+"/install", map[string]string{
+		ostreesys.MetaManifestDigest: digest, ostreesys.MetaVersion: n.w.Base.Version,
+	})
+	if err != nil {
+		return fmt.Errorf("installing %s: %w", pinned, err)
+	}
+	origin := ostreesys.ContainerOrigin(pinned)
+	if _, err := n.Sysroot.Deploy(ctx, csum, ostreesys.DeployOptions{Kargs: []string{"root=LABEL=root"}, Origin: &origin}); err != nil {
+		return fmt.Errorf("installing %s: %w", pinned, err)
+	}
+	return nil
+}
+
+// startServices starts what runs on the node after boot: its system bus and the stand-in.
+func (n *Node) startServices() error {
+	var err error
+	if n.bus, err = dbusd.Start(filepath.Join(n.RunDir, "dbus")); err != nil {
+		return err
+	}
+	return n.launchStandIn()
+}
+
+// launchStandIn starts the rpm-ostreed stand-in on the node's bus (n.mu held).
+func (n *Node) launchStandIn() error {
+	var err error
+	n.standIn, err = startStandIn(n.w.standin, standInArgs{
+		busAddress: n.bus.Address(), sysroot: n.Sysroot.Path, osname: n.Sysroot.OSName, runDir: n.RunDir,
+		trust: n.w.Trust, logPath: filepath.Join(n.Dir, fmt.Sprintf("rpmostreed.%d.log", n.reboots)),
+	}, n.onStandInExit)
+	return err
+}
+
+func (n *Node) stopServices() error {
+	var errs []error
+	if n.standIn != nil {
+		errs = append(errs, n.standIn.stop())
+		n.standIn = nil
+	}
+	if n.bus != nil {
+		errs = append(errs, n.bus.Close())
+		n.bus = nil
+	}
+	return errors.Join(errs...)
+}
+
+// BusAddress is the node's system bus (DBUS_SYSTEM_BUS_ADDRESS for a process outside its pods).
+func (n *Node) BusAddress() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.bus == nil {
+		return ""
+	}
+	return n.bus.Address()
+}
+
+// Reboots counts the reboots the harness performed (not what an agent claims).
+func (n *Node) Reboots() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.reboots
+}
+
+// LastBoot says what the last boot did (finalized a staged deployment, skipped a locked one...).
+func (n *Node) LastBoot() backend.BootResult {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.lastBoot
+}
+
+// Booted is the deployment the node runs now.
+func (n *Node) Booted() (backend.BootedDeployment, error) {
+	return backend.Booted(n.Sysroot.Path, n.RunDir)
+}
+
+// Reboot reboots the node the way a host would: its pods stop, the Node goes NotReady, the
+// stand-in and bus stop, shutdown finalizes an unlocked staged deployment, /run is emptied, the
+// bootloader's default deployment boots with a new boot ID, then services and pods come back.
+func (n *Node) Reboot(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rebootLocked(ctx)
+}
+
+func (n *Node) rebootLocked(ctx context.Context) error {
+	n.w.logf("%s: rebooting", n.Name)
+	n.Kubelet.SetNotReady(true)
+	var errs []error
+	for _, p := range n.pods {
+		errs = append(errs, p.stop())
+	}
+	errs = append(errs, n.stopServices())
+	res, err := backend.Boot(ctx, n.Sysroot.Path, n.RunDir)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("rebooting %s: %w", n.Name, err))...)
+	}
+	n.lastBoot = res
+	n.reboots++
+	n.Kubelet.NewBoot()
+	if err := n.startServices(); err != nil {
+		return errors.Join(append(errs, fmt.Errorf("rebooting %s: %w", n.Name, err))...)
+	}
+	n.Kubelet.SetNotReady(false)
+	for _, p := range n.pods {
+		errs = append(errs, p.start(n))
+	}
+	n.w.logf("%s: booted %s (finalized %v, skipped locked %v)", n.Name, res.Booted.Checksum[:12], res.Finalized, res.SkippedLocked)
+	return errors.Join(errs...)
+}
+
+// onStandInExit is called when the stand-in exits by itself: exit code 133 asks for a reboot
+// (as systemd-nspawn reports one), anything else is a crash left for the test to see.
+func (n *Node) onStandInExit(s *standIn, code int) {
+	if code != rebootExitCode {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.standIn != s { // already stopped or replaced by the harness
+		return
+	}
+	n.standIn = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := n.rebootLocked(ctx); err != nil {
+		n.w.logf("%s: reboot failed: %v", n.Name, err)
+	}
+}
+
+func (n *Node) waitNodeReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if n.Kubelet.Heartbeats() > 0 {
+			return nil
+		}
+		select {
+		case err := <-n.kubeletErr:
+			return fmt.Errorf("kubelet stand-in stopped: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for node %s to be Ready: %w", n.Name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var errs []error
+	for _, p := range n.pods {
+		errs = append(errs, p.stop())
+	}
+	n.pods = nil
+	errs = append(errs, n.stopServices())
+	if n.stopKubel != nil {
+		n.stopKubel()
+		<-n.kubeletErr
+		n.stopKubel = nil
+	}
+	if n.Sysroot != nil {
+		errs = append(errs, n.Sysroot.Remove())
+	}
+	return errors.Join(errs...)
+}

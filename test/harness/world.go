@@ -1,0 +1,205 @@
+// Package harness is the node-in-a-box: one Go API that starts the real parts of the test world
+// (etcd + kube-apiserver + kube-controller-manager, a registry with signed OS images, and per node
+// a libostree sysroot, a private system bus, the rpm-ostreed stand-in and a kubelet stand-in) and
+// stops and removes all of it at the end. Used by the e2e tests and by `make up` (test/box).
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"layerd.dev/layerd/test/kube"
+	"layerd.dev/layerd/test/osimage"
+	"layerd.dev/layerd/test/registry"
+)
+
+// Options configure a World.
+type Options struct {
+	// Nodes is the number of directory-tier nodes (default 1).
+	Nodes int
+	// OSName is the stateroot of every node (default "fcos").
+	OSName string
+	// Dir holds everything the world makes (default: a new temporary directory, removed on Close).
+	Dir string
+	// Log receives progress lines (default: discarded).
+	Log io.Writer
+}
+
+// World is a running node-in-a-box.
+type World struct {
+	Dir      string
+	Kube     *kube.Cluster
+	Registry *registry.Registry
+	Images   *osimage.Builder
+	Keys     *osimage.Keys
+	// Trust are the policy.json, registries.d and registries.conf every node uses: images of the
+	// registry must carry a sigstore signature by Keys.
+	Trust osimage.TrustFiles
+	// Base is the signed base OS image every node was installed from (tag fcos/os:base).
+	Base  *osimage.Image
+	Nodes []*Node
+
+	opts      Options
+	removeDir bool
+	standin   string // path of the built rpmostreed stand-in
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start brings a World up for a test and closes it when the test ends, even on failure.
+func Start(t testing.TB, o Options) *World {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	w, err := New(ctx, o)
+	if err != nil {
+		t.Fatalf("starting the node-in-a-box: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("stopping the node-in-a-box: %v", err)
+		}
+	})
+	return w
+}
+
+// New brings a World up. ctx bounds the start only. On error everything started is stopped.
+func New(ctx context.Context, o Options) (_ *World, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the node-in-a-box needs root (ostree sysroots, mount namespaces)")
+	}
+	if o.Nodes <= 0 {
+		o.Nodes = 1
+	}
+	if o.OSName == "" {
+		o.OSName = "fcos"
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	w := &World{opts: o, Dir: o.Dir}
+	if w.Dir == "" {
+		if w.Dir, err = os.MkdirTemp("", "layerd-box-"); err != nil {
+			return nil, fmt.Errorf("creating the world's directory: %w", err)
+		}
+		w.removeDir = true
+	} else if err := os.MkdirAll(w.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating the world's directory: %w", err)
+	}
+	// The directory must be traversable by other uids (bus sockets checked as nobody).
+	if err := os.Chmod(w.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("opening the world's directory: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, w.Close())
+		}
+	}()
+	began := time.Now()
+	if err := w.startShared(ctx); err != nil {
+		return nil, err
+	}
+	w.logf("shared parts up in %v (apiserver %v)", time.Since(began).Round(time.Millisecond), w.Kube.StartDuration.Round(time.Millisecond))
+	for i := range o.Nodes {
+		n, err := w.addNode(ctx, fmt.Sprintf("node-%d", i+1))
+		if err != nil {
+			return nil, err
+		}
+		w.Nodes = append(w.Nodes, n)
+	}
+	w.logf("world up in %v", time.Since(began).Round(time.Millisecond))
+	return w, nil
+}
+
+func (w *World) startShared(ctx context.Context) error {
+	var err error
+	type res struct {
+		c   *kube.Cluster
+		err error
+	}
+	kc := make(chan res, 1)
+	go func() { // the apiserver takes ~3 s: start it while the registry and images are made
+		c, err := kube.Start(ctx, kube.Options{WorkDir: filepath.Join(w.Dir, "kube")})
+		kc <- res{c, err}
+	}()
+	defer func() {
+		if w.Kube == nil {
+			if r := <-kc; r.c != nil {
+				w.Kube = r.c
+			}
+		}
+	}()
+	if w.Registry, err = registry.Start(registry.Options{Dir: filepath.Join(w.Dir, "registry")}); err != nil {
+		return fmt.Errorf("starting the registry: %w", err)
+	}
+	w.Images = &osimage.Builder{Registry: w.Registry.Addr()}
+	if w.Keys, err = osimage.GenerateKeys(filepath.Join(w.Dir, "keys"), "layerd-test"); err != nil {
+		return err
+	}
+	if w.Trust, err = osimage.WriteTrust(filepath.Join(w.Dir, "trust"), w.Registry.Addr(), w.Keys); err != nil {
+		return err
+	}
+	if w.Base, err = w.Images.Base(ctx, osimage.Spec{Repo: "fcos/os", Tag: "base", Version: "1.0"}); err != nil {
+		return fmt.Errorf("building the base image: %w", err)
+	}
+	if err := osimage.Sign(ctx, w.Base.Pinned, w.Keys); err != nil {
+		return fmt.Errorf("signing the base image: %w", err)
+	}
+	if w.standin, err = buildStandIn(ctx, filepath.Join(w.Dir, "bin")); err != nil {
+		return err
+	}
+	r := <-kc
+	w.Kube = r.c
+	if r.err != nil {
+		return fmt.Errorf("starting the Kubernetes API: %w", r.err)
+	}
+	return applyPackaging(ctx, w.Kube.Client)
+}
+
+// Node returns the node with this name, or nil.
+func (w *World) Node(name string) *Node {
+	for _, n := range w.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// StopAPIServer stops kube-apiserver (etcd keeps the data); StartAPIServer brings it back.
+func (w *World) StopAPIServer() error { return w.Kube.StopAPIServer() }
+
+// StartAPIServer restarts kube-apiserver on the same address.
+func (w *World) StartAPIServer(ctx context.Context) error { return w.Kube.StartAPIServer(ctx) }
+
+// Close stops every process the World started and removes what it made.
+func (w *World) Close() error {
+	w.closeOnce.Do(func() {
+		var errs []error
+		for _, n := range w.Nodes {
+			errs = append(errs, n.close())
+		}
+		if w.Kube != nil {
+			errs = append(errs, w.Kube.Stop())
+		}
+		if w.Registry != nil {
+			errs = append(errs, w.Registry.Close())
+		}
+		if w.removeDir {
+			errs = append(errs, os.RemoveAll(w.Dir))
+		}
+		w.closeErr = errors.Join(errs...)
+	})
+	return w.closeErr
+}
+
+func (w *World) logf(format string, args ...any) {
+	fmt.Fprintf(w.opts.Log, "box: "+format+"\n", args...)
+}
