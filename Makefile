@@ -24,16 +24,16 @@ vet:
 	go vet $(PKGS)
 
 # Unit and e2e tests against the real parts. Fuzz targets run on their committed seeds only.
-test: deps
+test:
 	@K8S_BIN=$$(hack/deps.sh) && export LAYERD_K8S_BIN=$$K8S_BIN && hack/preflight.sh && \
 	$(MAKE) --no-print-directory vet && \
-	go test -race -count=1 -p 2 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
+	TEST_TIMEOUT=$(TEST_TIMEOUT) TEST_FLAGS="$(TEST_FLAGS)" PKGS="$(PKGS)" hack/test.sh
 
 fmt:
 	gofmt -l -w $$(git ls-files '*.go')
 
 # Bring the node-in-a-box up for manual use (prints kubeconfig, registry, nodes); `make down` stops it.
-up: deps
+up:
 	@export LAYERD_K8S_BIN=$$(hack/deps.sh) && hack/preflight.sh && go run ./test/box up
 
 down:

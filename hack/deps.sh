@@ -21,4 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 command -v go >/dev/null || { echo "deps: go is not on PATH" >&2; exit 1; }
+# The booted tier's Debian rootfs and its ostree commit (debootstrap once, then cached).
+(cd "$here/.." && GOFLAGS=-tags=containers_image_openpgp,exclude_graphdriver_btrfs,exclude_graphdriver_devicemapper \
+	go run ./test/nspawn/cmd/nspawn-base >&2)
 "$here/k8s-testbin.sh"
