@@ -71,7 +71,7 @@ func startStandIn(bin string, a standInArgs, onExit func(*standIn, int)) (*stand
 		"--bus-address", a.busAddress, "--sysroot", a.sysroot, "--osname", a.osname,
 		"--run-dir", a.runDir, "--txn-socket", filepath.Join(a.runDir, "rpm-ostree-transaction.sock"),
 		"--registries-d", a.trust.RegistriesDDir, "--policy", a.trust.PolicyPath,
-		"--registries-conf", a.trust.RegistriesConfPath)
+		"--registries-conf", a.trust.RegistriesConfPath, "--exit-on-reboot")
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -75,8 +75,14 @@ func applyControl(text string, k knobs) error {
 
 // rebootHook records a reboot request in <runDir>/rpm-ostreed-reboot-requested and runs
 // command (sh -c) when set.
-func rebootHook(runDir, command string, log *zap.Logger) func(ctx context.Context) error {
+func rebootHook(runDir, command string, requested chan<- struct{}, log *zap.Logger) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
+		defer func() {
+			select {
+			case requested <- struct{}{}:
+			default:
+			}
+		}()
 		marker := filepath.Join(runDir, "rpm-ostreed-reboot-requested")
 		if err := os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 			return fmt.Errorf("recording reboot request: %w", err)

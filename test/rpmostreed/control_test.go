@@ -58,8 +58,14 @@ func TestParseFlags(t *testing.T) {
 func TestRebootHook(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "ran")
-	if err := rebootHook(dir, "touch "+out, zap.NewNop())(context.Background()); err != nil {
+	requested := make(chan struct{}, 1)
+	if err := rebootHook(dir, "touch "+out, requested, zap.NewNop())(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-requested:
+	default:
+		t.Fatal("the reboot request was not signalled to main")
 	}
 	for _, f := range []string{out, filepath.Join(dir, "rpm-ostreed-reboot-requested")} {
 		if _, err := os.Stat(f); err != nil {

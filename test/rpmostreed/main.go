@@ -28,6 +28,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -41,13 +42,24 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rpmostreed:", err)
 		os.Exit(2)
 	}
-	if err := run(cfg); err != nil {
+	err = run(cfg)
+	if errors.Is(err, errRebooting) {
+		os.Exit(rebootExitCode)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "rpmostreed:", err)
 		os.Exit(1)
 	}
 }
 
+// rebootExitCode is the exit code of --exit-on-reboot: the one systemd-nspawn uses when the
+// machine inside asked to reboot. The harness reboots the node when it sees it.
+const rebootExitCode = 133
+
+var errRebooting = errors.New("reboot requested")
+
 type config struct {
+	exitOnReboot                           bool
 	busAddress, sysroot, osname            string
 	registriesD, policy, registriesConf    string
 	txnSocket, runDir, control, onRebootSh string
@@ -66,6 +78,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.runDir, "run-dir", "", "the node's /run (default: the directory of --txn-socket)")
 	fs.StringVar(&c.control, "control", "", "fault control file read on SIGUSR1 (default <run-dir>/rpm-ostreed.control)")
 	fs.StringVar(&c.onRebootSh, "on-reboot", "", "shell command run when a reboot is requested")
+	fs.BoolVar(&c.exitOnReboot, "exit-on-reboot", false, "exit with code 133 once a requested reboot's transaction has finished (the directory tier's harness then reboots the node)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -84,6 +97,7 @@ func parseFlags(args []string) (config, error) {
 func run(cfg config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	rebootRequested := make(chan struct{}, 1)
 	log, err := zap.NewDevelopment()
 	if err != nil {
 		return err
@@ -91,7 +105,7 @@ func run(cfg config) error {
 	b, err := backend.New(backend.Options{
 		Sysroot: cfg.sysroot, OSName: cfg.osname, RunDir: cfg.runDir,
 		RegistriesD: cfg.registriesD, PolicyPath: cfg.policy, RegistriesConf: cfg.registriesConf,
-		Reboot: rebootHook(cfg.runDir, cfg.onRebootSh, log),
+		Reboot: rebootHook(cfg.runDir, cfg.onRebootSh, rebootRequested, log),
 	})
 	if err != nil {
 		return err
@@ -103,6 +117,17 @@ func run(cfg config) error {
 		return err
 	}
 	go serveControl(ctx, cfg.control, srv, log)
-	<-ctx.Done()
-	return srv.Close()
+	select {
+	case <-ctx.Done():
+		return srv.Close()
+	case <-rebootRequested:
+		if !cfg.exitOnReboot {
+			<-ctx.Done()
+			return srv.Close()
+		}
+		// Finished has reached the clients; give their connections a moment to read it, as
+		// a real host's shutdown would.
+		time.Sleep(200 * time.Millisecond)
+		return errors.Join(errRebooting, srv.Close())
+	}
 }
