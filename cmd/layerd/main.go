@@ -9,11 +9,17 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"go.uber.org/zap/zapcore"
+
+	"layerd.dev/layerd/pkg/logging"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	log := logging.New(logging.Options{Format: logging.FormatConsole, Level: zapcore.InfoLevel, Out: os.Stderr})
+	err := newRootCmd(os.Stdout, os.Stderr, log).ExecuteContext(ctx)
+	_ = log.Sync() // stderr cannot be synced on every platform; nothing to report
 	stop()
 	os.Exit(exitCode(err))
 }

@@ -6,6 +6,7 @@ import (
 	"runtime"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"layerd.dev/layerd/pkg/version"
 )
@@ -24,7 +25,7 @@ type exitError struct {
 
 func (e *exitError) Error() string { return fmt.Sprintf("exit %d: %s", e.code, e.msg) }
 
-func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+func newRootCmd(stdout, stderr io.Writer, log *zap.Logger) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "layerd",
 		Short:         "Node agent that applies layered OS images to image-based Linux hosts",
@@ -34,7 +35,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newVersionCmd(), newStatusCmd(openRPMOSTreeStatus))
+	root.AddCommand(newVersionCmd(), newStatusCmd(openRPMOSTreeStatus), newImageCmd(log))
 	return root
 }
 

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
 )
 
 func TestRoot(t *testing.T) {
 	t.Run("version_prints_the_version", func(t *testing.T) {
 		var out, errb bytes.Buffer
-		cmd := newRootCmd(&out, &errb)
+		cmd := newRootCmd(&out, &errb, zap.NewNop())
 		cmd.SetArgs([]string{"version"})
 		if err := cmd.Execute(); err != nil {
 			t.Fatalf("version: %v", err)
@@ -21,7 +23,7 @@ func TestRoot(t *testing.T) {
 	})
 	t.Run("an_unknown_flag_is_a_usage_error_with_exit_code_2", func(t *testing.T) {
 		var out, errb bytes.Buffer
-		cmd := newRootCmd(&out, &errb)
+		cmd := newRootCmd(&out, &errb, zap.NewNop())
 		cmd.SetArgs([]string{"version", "--nope"})
 		err := cmd.Execute()
 		var ue *usageError
