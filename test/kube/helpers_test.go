@@ -112,6 +112,9 @@ func pod(ns, name, node, sa string, labels map[string]string) *corev1.Pod {
 func runKubelet(t *testing.T, client kubernetes.Interface, node string) *kubelet.Kubelet {
 	t.Helper()
 	k := kubelet.New(client, node, kubelet.Options{Heartbeat: 500 * time.Millisecond, Logf: t.Logf})
+	t.Cleanup(func() { // runs after Run has stopped (cleanups run last-in first-out)
+		_ = client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{})
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- k.Run(ctx) }()

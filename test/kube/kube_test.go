@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"layerd.dev/layerd/test/kube"
 )
@@ -292,6 +293,23 @@ func TestAPIServerRestart(t *testing.T) {
 		}
 		if !strings.HasPrefix(c.AdminConfig.Host, "https://127.0.0.1:") {
 			t.Errorf("API server host %q is not on 127.0.0.1", c.AdminConfig.Host)
+		}
+	})
+}
+
+func TestKubeconfig(t *testing.T) {
+	t.Run("the admin kubeconfig file reaches the API server", func(t *testing.T) {
+		c := cluster(t)
+		cfg, err := clientcmd.BuildConfigFromFlags("", c.KubeconfigPath)
+		if err != nil {
+			t.Fatalf("loading kubeconfig: %v", err)
+		}
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cs.CoreV1().Namespaces().Get(testContext(t), "default", metav1.GetOptions{}); err != nil {
+			t.Fatalf("reading namespace default through the kubeconfig: %v", err)
 		}
 	})
 }

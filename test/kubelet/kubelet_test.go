@@ -58,6 +58,9 @@ func start(t *testing.T, c kubernetes.Interface, node string, opts kubelet.Optio
 	t.Helper()
 	opts.Logf = t.Logf
 	k := kubelet.New(c, node, opts)
+	t.Cleanup(func() { // runs after Run has stopped (cleanups run last-in first-out)
+		_ = c.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{})
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- k.Run(ctx) }()
@@ -121,13 +124,21 @@ func readyIs(status corev1.ConditionStatus) func(*corev1.Node) bool {
 	}
 }
 
+// reportsBoot matches a Ready node that carries the stand-in's current boot ID (a node left by
+// an earlier run is Ready with another boot ID).
+func reportsBoot(k *kubelet.Kubelet) func(*corev1.Node) bool {
+	return func(n *corev1.Node) bool {
+		return readyIs(corev1.ConditionTrue)(n) && n.Status.NodeInfo.BootID == k.BootID()
+	}
+}
+
 func TestHeartbeats(t *testing.T) {
 	c := client(t)
 	const node = "heartbeat-node"
 	k := start(t, c, node, kubelet.Options{Heartbeat: 200 * time.Millisecond, Labels: map[string]string{"layerd.dev/pool": "test"}})
 
 	t.Run("creates the node Ready with labels and nodeInfo", func(t *testing.T) {
-		n := waitNode(t, c, node, 10*time.Second, "Ready=True", readyIs(corev1.ConditionTrue))
+		n := waitNode(t, c, node, 10*time.Second, "Ready=True with the stand-in's boot ID", reportsBoot(k))
 		info := n.Status.NodeInfo
 		if info.Architecture != runtime.GOARCH || info.OperatingSystem != "linux" || info.BootID != k.BootID() {
 			t.Errorf("nodeInfo %+v, want %s/linux with boot ID %s", info, runtime.GOARCH, k.BootID())
@@ -183,12 +194,12 @@ func TestReregistration(t *testing.T) {
 		c := client(t)
 		const node = "deleted-node"
 		k := start(t, c, node, kubelet.Options{Heartbeat: 200 * time.Millisecond})
-		first := waitNode(t, c, node, 10*time.Second, "Ready=True", readyIs(corev1.ConditionTrue))
+		first := waitNode(t, c, node, 10*time.Second, "Ready=True with the stand-in's boot ID", reportsBoot(k))
 		if err := c.CoreV1().Nodes().Delete(testContext(t), node, metav1.DeleteOptions{}); err != nil {
 			t.Fatalf("deleting node: %v", err)
 		}
 		waitNode(t, c, node, 10*time.Second, "a new Ready node", func(n *corev1.Node) bool {
-			return n.UID != first.UID && readyIs(corev1.ConditionTrue)(n) && n.Status.NodeInfo.BootID == k.BootID()
+			return n.UID != first.UID && reportsBoot(k)(n)
 		})
 	})
 }
@@ -240,10 +251,11 @@ func TestPods(t *testing.T) {
 	ctx := testContext(t)
 	const node = "pod-node"
 	start(t, c, node, kubelet.Options{})
-	ns := "kubelet-pods"
-	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	created, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "kubelet-pods-"}}, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatalf("creating namespace: %v", err)
 	}
+	ns := created.Name
 	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("creating default service account: %v", err)
 	}

@@ -28,27 +28,9 @@ func (k *Kubelet) ensureNode(ctx context.Context) error {
 	for key, v := range k.opts.Labels {
 		labels[key] = v
 	}
-	nodes := k.client.CoreV1().Nodes()
-	node, err := nodes.Get(ctx, k.nodeName, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		node, err = nodes.Create(ctx, k.newNode(labels), metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			node, err = nodes.Get(ctx, k.nodeName, metav1.GetOptions{})
-		}
-		if err != nil {
-			return fmt.Errorf("creating node: %w", err)
-		}
-	case err != nil:
-		return fmt.Errorf("getting node: %w", err)
-	default:
-		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
-		if err != nil {
-			return fmt.Errorf("encoding label patch: %w", err)
-		}
-		if node, err = nodes.Patch(ctx, k.nodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			return fmt.Errorf("labelling existing node: %w", err)
-		}
+	node, err := k.registerNode(ctx, labels)
+	if err != nil {
+		return err
 	}
 	for _, c := range node.Status.Conditions {
 		if c.Type == corev1.NodeReady {
@@ -59,6 +41,42 @@ func (k *Kubelet) ensureNode(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// registerNode gets or creates the Node, retrying when it is deleted or created concurrently.
+func (k *Kubelet) registerNode(ctx context.Context, labels map[string]string) (*corev1.Node, error) {
+	nodes := k.client.CoreV1().Nodes()
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
+	if err != nil {
+		return nil, fmt.Errorf("encoding label patch: %w", err)
+	}
+	var lastErr error
+	for range 5 {
+		node, err := nodes.Get(ctx, k.nodeName, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			node, err = nodes.Create(ctx, k.newNode(labels), metav1.CreateOptions{})
+			if err == nil {
+				return node, nil
+			}
+			if !apierrors.IsAlreadyExists(err) {
+				return nil, fmt.Errorf("creating node: %w", err)
+			}
+			lastErr = err
+		case err != nil:
+			return nil, fmt.Errorf("getting node: %w", err)
+		default:
+			node, err = nodes.Patch(ctx, k.nodeName, types.MergePatchType, patch, metav1.PatchOptions{})
+			if err == nil {
+				return node, nil
+			}
+			if !apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("labelling existing node: %w", err)
+			}
+			lastErr = err
+		}
+	}
+	return nil, fmt.Errorf("registering node raced with other writers: %w", lastErr)
 }
 
 func (k *Kubelet) newNode(labels map[string]string) *corev1.Node {
