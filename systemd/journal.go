@@ -1,5 +1,5 @@
 // Package systemd is layerd's one owner of systemd facilities: the journald logging core,
-// sd_notify, and (later) login1 inhibitors. Everything tolerates a host where PID 1 is not
+// sd_notify, and login1 inhibitors. Everything tolerates a host where PID 1 is not
 // systemd: the journal core is simply not added and notify is a no-op.
 package systemd
 
