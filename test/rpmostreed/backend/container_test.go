@@ -252,7 +252,24 @@ func TestSignedImageLifecycle(t *testing.T) {
 		}
 		n.assertStatusAgrees()
 	})
-	t.Run("an unverified refspec pulls an unsigned image", func(t *testing.T) {
+	t.Run("an unverified refspec still consults the node's policy", func(t *testing.T) {
+		ref := "ostree-unverified-registry:" + w.unsigned.Ref
+		err := n.b.Stage(n.ctx, StageRequest{Refspec: ref}, &recorder{})
+		if err == nil || !strings.Contains(err.Error(), "A signature was required") {
+			t.Fatalf("unsigned image through ostree-unverified-registry with a signatures-required policy: %v", err)
+		}
+		if ds, _ := n.deployments(); ds[0]["staged"].Value() == true {
+			t.Fatalf("something was staged: %v", ds[0])
+		}
+	})
+	t.Run("an unverified refspec pulls an unsigned image the policy accepts", func(t *testing.T) {
+		permissive := filepath.Join(t.TempDir(), "policy.json")
+		if err := os.WriteFile(permissive, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		saved := n.b.opts.PolicyPath
+		n.b.opts.PolicyPath = permissive
+		defer func() { n.b.opts.PolicyPath = saved }()
 		ref := "ostree-unverified-registry:" + w.unsigned.Ref
 		if err := n.b.Stage(n.ctx, StageRequest{Refspec: ref}, &recorder{}); err != nil {
 			t.Fatal(err)

@@ -30,22 +30,21 @@ type pulledImage struct {
 // the policy's default accepts anything.
 var errInsecureDefault = errors.New("containers-policy.json specifies a default of `insecureAcceptAnything`; refusing usage")
 
-// policyContext returns the signature policy for a refspec: the node's
-// containers-policy.json for ostree-image-signed (refusing a default of
-// insecureAcceptAnything, as ostree-ext does), accept-anything for
-// ostree-unverified-*.
+// policyContext returns the signature policy for a refspec. Every container pull consults the
+// node's containers-policy.json (reference §9.1: "unverified" only means no signature is
+// required by the refspec, so a restrictive default policy also blocks unverified pulls);
+// ostree-image-signed additionally refuses a policy whose default is insecureAcceptAnything,
+// as ostree-ext does.
 func (b *Backend) policyContext(r containerRef) (*signature.PolicyContext, error) {
-	var policy *signature.Policy
-	switch r.SigVerify {
-	case sigPolicy:
-		path := b.opts.PolicyPath
-		if path == "" {
-			path = "/etc/containers/policy.json"
-		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("reading containers policy: %w", err)
-		}
+	path := b.opts.PolicyPath
+	if path == "" {
+		path = "/etc/containers/policy.json"
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading containers policy: %w", err)
+	}
+	if r.SigVerify == sigPolicy {
 		var head struct {
 			Default []struct {
 				Type string `json:"type"`
@@ -57,11 +56,10 @@ func (b *Backend) policyContext(r containerRef) (*signature.PolicyContext, error
 		if len(head.Default) > 0 && head.Default[0].Type == "insecureAcceptAnything" {
 			return nil, errInsecureDefault
 		}
-		if policy, err = signature.NewPolicyFromBytes(raw); err != nil {
-			return nil, fmt.Errorf("parsing %s: %w", path, err)
-		}
-	default:
-		policy = &signature.Policy{Default: []signature.PolicyRequirement{signature.NewPRInsecureAcceptAnything()}}
+	}
+	policy, err := signature.NewPolicyFromBytes(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", path, err)
 	}
 	pc, err := signature.NewPolicyContext(policy)
 	if err != nil {
