@@ -3,8 +3,6 @@ package coord_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,36 +17,12 @@ import (
 
 // The real control plane is started once, by the first test that needs it, and stopped by
 // TestMain; the unit tests never start it.
-var (
-	clusterOnce sync.Once
-	shared      *kube.Cluster
-	sharedErr   error
-)
+var plane = &kube.Lazy{Options: kube.Options{NoControllerManager: true}}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if shared != nil {
-		if err := shared.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { plane.Main(m) }
 
 // cluster returns the shared control plane or fails the test with why it is missing.
-func cluster(t *testing.T) *kube.Cluster {
-	t.Helper()
-	clusterOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		shared, sharedErr = kube.Start(ctx, kube.Options{NoControllerManager: true})
-	})
-	if sharedErr != nil {
-		t.Fatalf("the test control plane did not start (needs $%s): %v", kube.BinEnv, sharedErr)
-	}
-	return shared
-}
+func cluster(t *testing.T) *kube.Cluster { return plane.Get(t) }
 
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -3,9 +3,7 @@ package drain_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,38 +20,12 @@ import (
 // The real control plane (with kube-controller-manager, whose disruption controller computes
 // PDB status) is started once, by the first test that needs it, and stopped by TestMain; the
 // unit tests never start it.
-var (
-	clusterOnce sync.Once
-	shared      *kube.Cluster
-	sharedErr   error
-)
+var plane = &kube.Lazy{Options: kube.Options{}, Bench: "drain-apiserver-start"}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if shared != nil {
-		if err := shared.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { plane.Main(m) }
 
-func cluster(t *testing.T) *kube.Cluster {
-	t.Helper()
-	clusterOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		shared, sharedErr = kube.Start(ctx, kube.Options{})
-		if sharedErr == nil {
-			fmt.Printf("BENCH drain-apiserver-start: %.2fs\n", shared.StartDuration.Seconds())
-		}
-	})
-	if sharedErr != nil {
-		t.Fatalf("the test control plane did not start (needs $%s): %v", kube.BinEnv, sharedErr)
-	}
-	return shared
-}
+// cluster returns the shared control plane or fails the test with why it is missing.
+func cluster(t *testing.T) *kube.Cluster { return plane.Get(t) }
 
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
