@@ -13,18 +13,27 @@ import (
 
 	"layerd.dev/layerd/test/dbusd"
 	"layerd.dev/layerd/test/kubelet"
+	"layerd.dev/layerd/test/nspawn"
+	"layerd.dev/layerd/test/osimage"
 	"layerd.dev/layerd/test/ostreesys"
 	"layerd.dev/layerd/test/rpmostreed/backend"
 )
 
-// Node is one simulated directory-tier node: a libostree sysroot, the node's /run (holding its
-// system bus and rpm-ostree's transaction socket), the rpm-ostreed stand-in on that bus, a
-// kubelet stand-in for its Node object, and the pods the harness runs on it.
+// Node is one simulated node: a libostree sysroot, the node's /run (holding its system bus and
+// rpm-ostree's transaction socket), the rpm-ostreed stand-in on that bus, a kubelet stand-in
+// for its Node object, and the pods the harness runs on it.
+//
+// A directory-tier node is simulated around its sysroot: a private dbus-daemon and the
+// stand-in run on the host, and a reboot is performed by the harness (backend.Boot). A
+// booted-tier node (BootedTier) really boots its deployment under systemd-nspawn: its bus is
+// the node's own dbus-daemon, the stand-in runs inside as rpm-ostreed.service, and a reboot is
+// systemd's (see booted.go).
 type Node struct {
 	Name    string
 	Dir     string
 	Sysroot *ostreesys.Sysroot
-	// RunDir is the node's /run. It is emptied at every reboot, as a tmpfs would be.
+	// RunDir is the node's /run as a host directory. It is emptied at every reboot, as a tmpfs
+	// would be.
 	RunDir  string
 	Kubelet *kubelet.Kubelet
 
@@ -37,6 +46,7 @@ type Node struct {
 	pods       []*podSlot
 	reboots    int
 	lastBoot   backend.BootResult
+	booted     *bootedNode // nil for a directory-tier node
 }
 
 // addNode installs the base image into a new sysroot, boots it and starts the node's parts.
@@ -54,7 +64,7 @@ func (w *World) addNode(ctx context.Context, name string) (_ *Node, err error) {
 	if n.Sysroot, err = ostreesys.Init(ctx, filepath.Join(n.Dir, "sysroot"), w.opts.OSName); err != nil {
 		return nil, err
 	}
-	if err := n.install(ctx, w.Base.Pinned); err != nil {
+	if err := n.install(ctx, w.Base, ostreesys.ContainerOrigin(w.Base.Pinned)); err != nil {
 		return nil, err
 	}
 	if n.lastBoot, err = backend.Boot(ctx, n.Sysroot.Path, n.RunDir); err != nil {
@@ -76,7 +86,8 @@ func (w *World) addNode(ctx context.Context, name string) (_ *Node, err error) {
 
 // install does what an installer does on a new machine: the image's content becomes the first
 // deployment, recorded with a container origin as rpm-ostree would.
-func (n *Node) install(ctx context.Context, pinned string) error {
+func (n *Node) install(ctx context.Context, img *osimage.Image, origin ostreesys.Origin) error {
+	pinned := img.Pinned
 	ref, err := docker.ParseReference("//" + pinned)
 	if err != nil {
 		return fmt.Errorf("installing %s: %w", pinned, err)
@@ -88,12 +99,11 @@ func (n *Node) install(ctx context.Context, pinned string) error {
 		return fmt.Errorf("installing %s: %w", pinned, err)
 	}
 	csum, err := n.Sysroot.CommitTree(ctx, tree, n.Sysroot.OSName+"/install", map[string]string{
-		ostreesys.MetaManifestDigest: digest, ostreesys.MetaVersion: n.w.Base.Version,
+		ostreesys.MetaManifestDigest: digest, ostreesys.MetaVersion: img.Version,
 	})
 	if err != nil {
 		return fmt.Errorf("installing %s: %w", pinned, err)
 	}
-	origin := ostreesys.ContainerOrigin(pinned)
 	if _, err := n.Sysroot.Deploy(ctx, csum, ostreesys.DeployOptions{Kargs: []string{"root=LABEL=root"}, Origin: &origin}); err != nil {
 		return fmt.Errorf("installing %s: %w", pinned, err)
 	}
@@ -132,8 +142,15 @@ func (n *Node) stopServices() error {
 	return errors.Join(errs...)
 }
 
-// BusAddress is the node's system bus (DBUS_SYSTEM_BUS_ADDRESS for a process outside its pods).
+// BusAddress is the node's system bus (DBUS_SYSTEM_BUS_ADDRESS for a process outside its
+// pods), or "" while the node is down.
 func (n *Node) BusAddress() string {
+	if n.booted != nil {
+		if n.booted.nsp.BootID() == "" {
+			return ""
+		}
+		return "unix:path=" + filepath.Join(n.RunDir, systemBusSocket)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.bus == nil {
@@ -142,14 +159,20 @@ func (n *Node) BusAddress() string {
 	return n.bus.Address()
 }
 
-// Reboots counts the reboots the harness performed (not what an agent claims).
+// Reboots counts the node's reboots (not what an agent claims): the ones the harness performed
+// for a directory-tier node, the boots after the first for a booted-tier node.
 func (n *Node) Reboots() int {
+	if n.booted != nil {
+		return n.booted.nsp.Reboots()
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.reboots
 }
 
 // LastBoot says what the last boot did (finalized a staged deployment, skipped a locked one...).
+// Directory tier only: a booted-tier node's shutdown is in its journal
+// (Journal(ctx, "-b", "-1", "-u", "ostree-finalize-staged.service")).
 func (n *Node) LastBoot() backend.BootResult {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -158,13 +181,70 @@ func (n *Node) LastBoot() backend.BootResult {
 
 // Booted is the deployment the node runs now.
 func (n *Node) Booted() (backend.BootedDeployment, error) {
+	if n.booted != nil {
+		return n.booted.deployment()
+	}
 	return backend.Booted(n.Sysroot.Path, n.RunDir)
+}
+
+// BootedTier reports whether the node really boots (systemd-nspawn) rather than being
+// simulated around its sysroot.
+func (n *Node) BootedTier() bool { return n.booted != nil }
+
+// Nspawn is a booted-tier node's container (Exec, ExecOstree, BootID, Crash...); nil for a
+// directory-tier node.
+func (n *Node) Nspawn() *nspawn.Node {
+	if n.booted == nil {
+		return nil
+	}
+	return n.booted.nsp
+}
+
+// Journal runs journalctl inside a booted-tier node with args (e.g. "-b", "-u", "rpm-ostreed").
+// A directory-tier node has no journal: its stand-in logs to Dir/rpmostreed.N.log.
+func (n *Node) Journal(ctx context.Context, args ...string) (string, error) {
+	if n.booted == nil {
+		return "", fmt.Errorf("node %s is a directory-tier node: it has no journal (see %s/rpmostreed.*.log)", n.Name, n.Dir)
+	}
+	return n.booted.nsp.Journal(ctx, args...)
+}
+
+// WaitRebooted waits until the node has rebooted at least reboots times (counted as Reboots
+// does) and is up again: services running, pods restarted. Reboots requested through the
+// stand-in (FinalizeDeployment, reboot: true) happen asynchronously; this waits for them.
+func (n *Node) WaitRebooted(ctx context.Context, reboots int) error {
+	if n.booted != nil {
+		return n.waitUp(ctx, reboots)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for n.Reboots() < reboots {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for node %s to reboot: %w", n.Name, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	n.mu.Lock() // a reboot in progress holds it until services and pods are back
+	defer n.mu.Unlock()
+	return nil
 }
 
 // Reboot reboots the node the way a host would: its pods stop, the Node goes NotReady, the
 // stand-in and bus stop, shutdown finalizes an unlocked staged deployment, /run is emptied, the
 // bootloader's default deployment boots with a new boot ID, then services and pods come back.
+//
+// A booted-tier node runs `systemctl reboot` inside: ostree-finalize-staged.service finalizes
+// an unlocked staged deployment, nspawn exits 133 and the boot loop boots the default
+// deployment; Reboot returns when its services are up again.
 func (n *Node) Reboot(ctx context.Context) error {
+	if n.booted != nil {
+		before := n.booted.nsp.Reboots()
+		if err := n.booted.nsp.Reboot(ctx); err != nil {
+			return fmt.Errorf("rebooting %s: %w", n.Name, err)
+		}
+		return n.waitUp(ctx, before+1)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.rebootLocked(ctx)
@@ -234,13 +314,16 @@ func (n *Node) waitNodeReady(ctx context.Context) error {
 
 func (n *Node) close() error {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	var errs []error
 	for _, p := range n.pods {
 		errs = append(errs, p.stop())
 	}
 	n.pods = nil
 	errs = append(errs, n.stopServices())
+	n.mu.Unlock()
+	if n.booted != nil { // without n.mu: the shutdown is handled by the node's supervisor
+		errs = append(errs, n.closeBooted())
+	}
 	if n.stopKubel != nil {
 		n.stopKubel()
 		<-n.kubeletErr

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
@@ -43,7 +44,10 @@ func (p *podSlot) stop() error {
 }
 
 // RunPod starts tmpl on the node the way a DaemonSet pod runs (see PodSpec) and keeps it across
-// reboots. The returned function stops it for good.
+// reboots. The returned function stops it for good. On a booted-tier node the pod runs on the
+// host with the node's /run (RunDir, the container's /run) and its booted deployment at /host;
+// it stops when the node shuts down and starts again once the node is up; RunPod fails while
+// the node is down.
 func (n *Node) RunPod(tmpl PodTemplate) (*Pod, func() error, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -79,7 +83,14 @@ func (n *Node) Pod(name string) *Pod {
 
 // CrashStandIn kills the node's rpm-ostreed stand-in (SIGKILL) and starts a new one, as systemd
 // would restart rpm-ostreed; what it reports must come from disk.
+//
+// On a booted-tier node the unit rpm-ostreed.service gets SIGKILL and is started again.
 func (n *Node) CrashStandIn() error {
+	if n.booted != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return n.booted.crashStandIn(ctx, n.Sysroot.OSName)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.standIn != nil {

@@ -18,7 +18,8 @@ import (
 // systemd-nspawn uses when the machine inside asked to reboot.
 const rebootExitCode = 133
 
-// buildStandIn builds ./test/rpmostreed into dir with the project's build tags (GOFLAGS).
+// buildStandIn builds ./test/rpmostreed into dir with the project's build tags (GOFLAGS),
+// statically (CGO_ENABLED=0): booted-tier nodes run the same binary inside their container.
 func buildStandIn(ctx context.Context, dir string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
@@ -27,10 +28,22 @@ func buildStandIn(ctx context.Context, dir string) (string, error) {
 	out := filepath.Join(dir, "rpmostreed")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./test/rpmostreed")
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building the rpm-ostreed stand-in: %w\n%s", err, b)
 	}
 	return out, nil
+}
+
+// runCmd runs a command and returns its stdout; the error carries stderr.
+func runCmd(ctx context.Context, name string, args ...string) (string, error) {
+	var stdout, stderr strings.Builder
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
 }
 
 // moduleRoot finds the directory holding layerd's go.mod.

@@ -1,7 +1,8 @@
 // Package harness is the node-in-a-box: one Go API that starts the real parts of the test world
 // (etcd + kube-apiserver + kube-controller-manager, a registry with signed OS images, and per node
 // a libostree sysroot, a private system bus, the rpm-ostreed stand-in and a kubelet stand-in) and
-// stops and removes all of it at the end. Used by the e2e tests and by `make up` (test/box).
+// stops and removes all of it at the end. Booted-tier nodes (Options.Booted) really boot under
+// systemd-nspawn instead (booted.go). Used by the e2e tests and by `make up` (test/box).
 package harness
 
 import (
@@ -15,15 +16,23 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"layerd.dev/layerd/test/kube"
+	"layerd.dev/layerd/test/nspawn"
 	"layerd.dev/layerd/test/osimage"
 	"layerd.dev/layerd/test/registry"
 )
 
 // Options configure a World.
 type Options struct {
-	// Nodes is the number of directory-tier nodes (default 1).
+	// Nodes is the number of nodes (default 1, or Booted when that is larger).
 	Nodes int
+	// Booted is how many of the nodes, from node-1 on, are booted-tier nodes: installed from
+	// BootedBase and really booted under systemd-nspawn (see Node). The others are
+	// directory-tier nodes installed from Base. Needs test/nspawn's prerequisites; the cached
+	// Debian base is built on first use (debootstrap, about a minute).
+	Booted int
 	// OSName is the stateroot of every node (default "fcos").
 	OSName string
 	// Dir holds everything the world makes (default: a new temporary directory, removed on Close).
@@ -42,21 +51,33 @@ type World struct {
 	// Trust are the policy.json, registries.d and registries.conf every node uses: images of the
 	// registry must carry a sigstore signature by Keys.
 	Trust osimage.TrustFiles
-	// Base is the signed base OS image every node was installed from (tag fcos/os:base).
-	Base  *osimage.Image
-	Nodes []*Node
+	// Base is the signed base OS image every directory-tier node was installed from (tag
+	// fcos/os:base).
+	Base *osimage.Image
+	// BootedBase is the signed base OS image booted-tier nodes were installed from (tag
+	// debian/os:base, nil without booted nodes): the bootable Debian tree of test/nspawn.
+	// Layered images for booted nodes build on it with BootedImage (not Images.Layered: it
+	// is not an osimage-built image).
+	BootedBase *osimage.Image
+	Nodes      []*Node
 
-	opts      Options
-	removeDir bool
-	standin   string // path of the built rpmostreed stand-in
-	closeOnce sync.Once
-	closeErr  error
+	opts       Options
+	removeDir  bool
+	standin    string       // path of the built rpmostreed stand-in (static)
+	bootedBase *nspawn.Base // cached bootable tree (booted tier)
+	bootedImg  v1.Image     // BootedBase in the registry, to layer on
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // Start brings a World up for a test and closes it when the test ends, even on failure.
 func Start(t testing.TB, o Options) *World {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	timeout := 5 * time.Minute
+	if o.Booted > 0 { // a first run debootstraps the booted tier's base
+		timeout = 15 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	w, err := New(ctx, o)
 	if err != nil {
@@ -76,7 +97,15 @@ func New(ctx context.Context, o Options) (_ *World, err error) {
 		return nil, errors.New("the node-in-a-box needs root (ostree sysroots, mount namespaces)")
 	}
 	if o.Nodes <= 0 {
-		o.Nodes = 1
+		o.Nodes = max(1, o.Booted)
+	}
+	if o.Booted < 0 || o.Booted > o.Nodes {
+		return nil, fmt.Errorf("the node-in-a-box: Booted (%d) must be between 0 and Nodes (%d)", o.Booted, o.Nodes)
+	}
+	if o.Booted > 0 {
+		if err := nspawn.Prerequisites(); err != nil {
+			return nil, err
+		}
 	}
 	if o.OSName == "" {
 		o.OSName = "fcos"
@@ -108,7 +137,11 @@ func New(ctx context.Context, o Options) (_ *World, err error) {
 	}
 	w.logf("shared parts up in %v (apiserver %v)", time.Since(began).Round(time.Millisecond), w.Kube.StartDuration.Round(time.Millisecond))
 	for i := range o.Nodes {
-		n, err := w.addNode(ctx, fmt.Sprintf("node-%d", i+1))
+		add := w.addNode
+		if i < o.Booted {
+			add = w.addBootedNode
+		}
+		n, err := add(ctx, fmt.Sprintf("node-%d", i+1))
 		if err != nil {
 			return nil, err
 		}
@@ -154,6 +187,16 @@ func (w *World) startShared(ctx context.Context) error {
 	}
 	if w.standin, err = buildStandIn(ctx, filepath.Join(w.Dir, "bin")); err != nil {
 		return err
+	}
+	if w.opts.Booted > 0 {
+		began := time.Now()
+		if w.bootedBase, err = nspawn.EnsureBase(ctx, nspawn.RootfsOptions{Log: w.opts.Log}); err != nil {
+			return fmt.Errorf("the booted tier's base: %w", err)
+		}
+		if w.BootedBase, w.bootedImg, err = buildBootedBase(ctx, w.Registry.Addr(), w.Keys, w.bootedBase, w.logf); err != nil {
+			return err
+		}
+		w.logf("booted tier's base ready in %v", time.Since(began).Round(time.Millisecond))
 	}
 	r := <-kc
 	w.Kube = r.c

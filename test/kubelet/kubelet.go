@@ -104,6 +104,15 @@ func (k *Kubelet) NewBoot() string {
 	return id
 }
 
+// SetBootID reports id as the boot ID (a booted node's real boot ID, as its kernel gives it) on
+// an immediate heartbeat.
+func (k *Kubelet) SetBootID(id string) {
+	k.mu.Lock()
+	k.bootID = id
+	k.mu.Unlock()
+	k.heartbeatNow()
+}
+
 // SetNotReady makes heartbeats report Ready=False (reason KubeletNotReady) while true. The
 // change is reported on an immediate heartbeat.
 func (k *Kubelet) SetNotReady(notReady bool) {

@@ -215,6 +215,15 @@ func TestImmediateReports(t *testing.T) {
 		waitNode(t, c, node, 5*time.Second, "the new boot ID", func(n *corev1.Node) bool { return n.Status.NodeInfo.BootID == id })
 	})
 
+	t.Run("SetBootID is reported without waiting for the heartbeat interval", func(t *testing.T) {
+		const id = "0f8c2b0e-6d3a-4b5e-9a41-2f7d0c9e1a55"
+		k.SetBootID(id)
+		if k.BootID() != id {
+			t.Fatalf("BootID() = %q after SetBootID(%q)", k.BootID(), id)
+		}
+		waitNode(t, c, node, 5*time.Second, "the given boot ID", func(n *corev1.Node) bool { return n.Status.NodeInfo.BootID == id })
+	})
+
 	t.Run("SetNotReady is reported without waiting for the heartbeat interval", func(t *testing.T) {
 		k.SetNotReady(true)
 		waitNode(t, c, node, 5*time.Second, "Ready=False", readyIs(corev1.ConditionFalse))

@@ -39,6 +39,11 @@ func (n *Node) loop() {
 		return
 	}
 	defer console.Close()
+	defer func() {
+		if err := unmountRun(n.opts.RunDir); err != nil {
+			n.setErr(err)
+		}
+	}()
 	for boot := 0; ; boot++ {
 		n.mu.Lock()
 		stopping := n.stopping
@@ -76,6 +81,9 @@ func (n *Node) setErr(err error) {
 func (n *Node) bootOnce(console io.Writer, boot int) (int, error) {
 	dep, err := n.defaultDeployment()
 	if err != nil {
+		return 0, err
+	}
+	if err := freshRun(n.opts.RunDir); err != nil {
 		return 0, err
 	}
 	args := append([]string{"-m", "--propagation", "private", "sh", "-c", nspawnWrapper, "systemd-nspawn"}, n.nspawnArgs(dep)...)
@@ -169,8 +177,13 @@ func (n *Node) nspawnArgs(dep string) []string {
 		"--bind=" + filepath.Join(s, "ostree", "deploy", n.opts.OSName, "var") + ":/var",
 		"--bind=" + filepath.Join(s, "boot") + ":/boot",
 		"--bind-ro=" + filepath.Join(dep, "usr") + ":/usr",
-		"--bind-ro=/usr:/run/host-usr",
 	}
+	if n.opts.RunDir != "" { // before the mounts below /run (nspawn also sorts them by path)
+		// nspawn remounts its /run/host read-only at the end of the setup: it must stay a
+		// mount point on top of the bound /run.
+		args = append(args, "--bind="+n.opts.RunDir+":/run", "--tmpfs=/run/host:mode=0755")
+	}
+	args = append(args, "--bind-ro=/usr:/run/host-usr")
 	for _, b := range n.opts.ExtraBinds {
 		flag := "--bind="
 		if b.ReadOnly {
@@ -228,6 +241,39 @@ func (n *Node) consoleTail() string {
 		return "(console log unreadable: " + err.Error() + ")"
 	}
 	return lastLines(strings.ReplaceAll(string(data), "\r", ""), 30)
+}
+
+// freshRun mounts a new tmpfs on dir ("" does nothing), detaching the previous boot's: the
+// node's /run starts empty, and it is a tmpfs as systemd expects (journald, for one, refuses
+// to delete its runtime journal from a disk file system and then never persists it).
+func freshRun(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := unmountRun(dir); err != nil {
+		return err
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0755"); err != nil {
+		return fmt.Errorf("nspawn: mounting a tmpfs for the node's /run on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// unmountRun detaches every tmpfs freshRun left on dir ("" does nothing).
+func unmountRun(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	mps, err := mountsUnder(dir)
+	if err != nil {
+		return err
+	}
+	for _, mp := range mps {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			return fmt.Errorf("nspawn: unmounting the node's /run %s: %w", mp, err)
+		}
+	}
+	return nil
 }
 
 func signalPoweroff(pid int) error { return syscall.Kill(pid, sigPoweroff) }

@@ -44,6 +44,13 @@ type Options struct {
 	MachineID string
 	// ExtraBinds are added to every boot.
 	ExtraBinds []Bind
+	// RunDir, when set, is a host directory that becomes the node's /run instead of nspawn's
+	// own tmpfs: before every boot a fresh tmpfs is mounted on it (in the host's mount
+	// namespace; unmounted when the node stops) and bound at /run. Processes outside the
+	// container (a pod of the node) can then bind the node's /run, which they cannot from
+	// /proc/<leader>/root/run: a mount of another mount namespace cannot be bind-mounted. It
+	// must exist.
+	RunDir string
 	// OnBoot is called (from the boot loop) when a boot's PID 1 runs, with its boot ID.
 	OnBoot func(bootID string)
 	// OnShutdown is called (from the boot loop) when a boot has ended (nspawn exited).
@@ -101,7 +108,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if o.BootTimeout == 0 {
 		o.BootTimeout = time.Minute
 	}
-	for _, b := range append([]Bind{{Source: o.Sysroot}, {Source: o.WorkDir}}, o.ExtraBinds...) {
+	for _, b := range append([]Bind{{Source: o.Sysroot}, {Source: o.WorkDir}, {Source: o.RunDir}}, o.ExtraBinds...) {
 		if strings.Contains(b.Source+b.Target, ":") {
 			return nil, fmt.Errorf("nspawn: start: path %q contains ':' (nspawn's bind separator)", b.Source+b.Target)
 		}
@@ -168,13 +175,17 @@ func (n *Node) Root() string {
 	return ""
 }
 
-// RunDir is the host path of the running node's /run (/proc/<leader>/root/run), or "". It
-// changes with every boot (a new leader).
+// RunDir is the host path of the running node's /run, or "" between boots: Options.RunDir
+// when set, else /proc/<leader>/root/run (which changes with every boot: a new leader).
 func (n *Node) RunDir() string {
-	if r := n.Root(); r != "" {
-		return r + "/run"
+	r := n.Root()
+	switch {
+	case r == "":
+		return ""
+	case n.opts.RunDir != "":
+		return n.opts.RunDir
 	}
-	return ""
+	return r + "/run"
 }
 
 // BusAddress is the D-Bus address of the running node's system bus, reachable from the host,
