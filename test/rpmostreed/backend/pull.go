@@ -122,6 +122,7 @@ func (b *Backend) pull(ctx context.Context, r containerRef, pinDigest, bootedDir
 		SourceCtx:          b.systemContext(bootedDir),
 		DestinationCtx:     &types.SystemContext{},
 		RemoveSignatures:   true, // verified on the source; an OCI layout cannot store them
+		PreserveDigests:    true, // the deployment records the manifest digest the registry serves
 		ImageListSelection: copy.CopySystemImage,
 		Progress:           events,
 		ProgressInterval:   200 * time.Millisecond,
