@@ -34,10 +34,6 @@ import (
 // nodeNameEnv is where the DaemonSet puts spec.nodeName (downward API).
 const nodeNameEnv = "NODE_NAME"
 
-// agentPodSelector keeps the drain away from the agent's own pods (label app=layerd-agent): the
-// agent must not evict itself mid-update; the reboot ends it, and the DaemonSet brings it back.
-const agentPodSelector = "app!=layerd-agent"
-
 // defaultSystemBus is the system bus in a DaemonSet pod: the host's /run is mounted at /run.
 const defaultSystemBus = "unix:path=/run/dbus/system_bus_socket"
 
@@ -184,7 +180,7 @@ func runAgent(ctx context.Context, s agentSettings, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	drainer, err := drain.New(kube, s.nodeName, drain.Options{PodSelector: agentPodSelector}, log)
+	drainer, err := drain.New(kube, s.nodeName, drain.Options{}, log)
 	if err != nil {
 		return err
 	}
