@@ -39,5 +39,10 @@ up:
 down:
 	go run ./test/box down
 
+# The main job end to end: 3 nodes updated to a signed layered image one at a time, then an
+# unsigned image refused; prints live progress and a timeline, fails unless every node booted it.
+demo:
+	@export LAYERD_K8S_BIN=$$(hack/deps.sh) && hack/preflight.sh && go run ./test/demo
+
 clean:
 	rm -rf bin

@@ -23,5 +23,5 @@ fi
 command -v go >/dev/null || { echo "deps: go is not on PATH" >&2; exit 1; }
 # The booted tier's Debian rootfs and its ostree commit (debootstrap once, then cached).
 (cd "$here/.." && GOFLAGS=-tags=containers_image_openpgp,exclude_graphdriver_btrfs,exclude_graphdriver_devicemapper \
-	go run ./test/nspawn/cmd/nspawn-base >&2)
+	go run ./test/nspawn/cmd/nspawn-base >/dev/null)
 "$here/k8s-testbin.sh"
