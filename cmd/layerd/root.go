@@ -37,6 +37,7 @@ func newRootCmd(stdout, stderr io.Writer, log *zap.Logger) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.AddCommand(newVersionCmd(), newStatusCmd(openRPMOSTreeStatus), newImageCmd(log))
 	root.AddCommand(newAgentCmd(stderr))
+	root.AddCommand(newNodesCmd(), newOnceCmd(log, openRPMOSTreeHost))
 	return root
 }
 
