@@ -4,15 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
-
-	"layerd.dev/layerd/test/osimage"
-	"layerd.dev/layerd/test/registry"
 )
 
 // TestImageInspectCommand runs `layerd image inspect` against the real loopback registry with
@@ -20,32 +16,7 @@ import (
 func TestImageInspectCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	reg, err := registry.Start(registry.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
-	dir := t.TempDir()
-	keys, err := osimage.GenerateKeys(filepath.Join(dir, "keys"), "pass")
-	if err != nil {
-		t.Fatal(err)
-	}
-	trust, err := osimage.WriteTrust(filepath.Join(dir, "trust"), reg.Addr(), keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &osimage.Builder{Registry: reg.Addr()}
-	signed, err := b.Base(ctx, osimage.Spec{Repo: "fcos/os", Tag: "signed", Version: "41.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := osimage.Sign(ctx, signed.Pinned, keys); err != nil {
-		t.Fatal(err)
-	}
-	unsigned, err := b.Base(ctx, osimage.Spec{Repo: "fcos/os", Tag: "unsigned", Version: "41.2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	trust, signed, unsigned := signedAndUnsigned(ctx, t)
 	run := func(args ...string) (string, int) {
 		var out, errb bytes.Buffer
 		cmd := newRootCmd(&out, &errb, zap.NewNop())

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"layerd.dev/layerd/rpmostree"
-	"layerd.dev/layerd/test/osimage"
-	"layerd.dev/layerd/test/registry"
 )
 
 // fakeOnceHost records what `layerd once` asks rpm-ostree to do.
@@ -45,32 +42,7 @@ func (f *fakeOnceHost) Close() error { f.closed = true; return nil }
 func TestOnceCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	reg, err := registry.Start(registry.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
-	dir := t.TempDir()
-	keys, err := osimage.GenerateKeys(filepath.Join(dir, "keys"), "pass")
-	if err != nil {
-		t.Fatal(err)
-	}
-	trust, err := osimage.WriteTrust(filepath.Join(dir, "trust"), reg.Addr(), keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &osimage.Builder{Registry: reg.Addr()}
-	signed, err := b.Base(ctx, osimage.Spec{Repo: "fcos/os", Tag: "signed", Version: "41.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := osimage.Sign(ctx, signed.Pinned, keys); err != nil {
-		t.Fatal(err)
-	}
-	unsigned, err := b.Base(ctx, osimage.Spec{Repo: "fcos/os", Tag: "unsigned", Version: "41.2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	trust, signed, unsigned := signedAndUnsigned(ctx, t)
 	run := func(args ...string) (*fakeOnceHost, string, int) {
 		host := &fakeOnceHost{}
 		open := func(context.Context, *zap.Logger) (onceHost, error) { host.opened = true; return host, nil }
