@@ -4,7 +4,7 @@
 // 133 and the node boots the new default deployment, as a bootloader would (the highest BLS
 // entry); ostree-finalize-staged.service finalizes a staged deployment at shutdown. The
 // bootable base is a cached debootstrap rootfs (EnsureBase). Needs root.
-// See /work/shared/docs/test-world-notes.md §6.
+// See docs/dev/test-world-api.md.
 package nspawn
 
 import (

@@ -1,7 +1,7 @@
 // Package ostreesys builds and drives real libostree directory sysroots
 // with the Debian `ostree` CLI (libostree 2022.7). It is test-world code:
 // nothing is mounted, nothing is booted; ExecBooted fakes a boot with
-// mount and PID namespaces. See /work/shared/docs/test-world-notes.md §2.
+// mount and PID namespaces. See docs/dev/test-world-api.md.
 package ostreesys
 
 import (
