@@ -65,21 +65,7 @@ func newAPIWorld(t *testing.T) *apiWorld {
 
 func runKubelet(t *testing.T, client kubernetes.Interface, node string) {
 	t.Helper()
-	k := kubelet.New(client, node, kubelet.Options{Heartbeat: 500 * time.Millisecond, Logf: t.Logf})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("kubelet stand-in: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("kubelet stand-in did not stop")
-		}
-	})
+	kubelet.RunForTest(t, client, node, kubelet.Options{Heartbeat: 500 * time.Millisecond})
 }
 
 func (w *apiWorld) waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {

@@ -111,25 +111,10 @@ func pod(ns, name, node, sa string, labels map[string]string) *corev1.Pod {
 // runKubelet runs a kubelet stand-in until the test ends.
 func runKubelet(t *testing.T, client kubernetes.Interface, node string) *kubelet.Kubelet {
 	t.Helper()
-	k := kubelet.New(client, node, kubelet.Options{Heartbeat: 500 * time.Millisecond, Logf: t.Logf})
-	t.Cleanup(func() { // runs after Run has stopped (cleanups run last-in first-out)
+	t.Cleanup(func() { // registered first, so it runs after the stand-in has stopped
 		_ = client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{})
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("kubelet stand-in: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("kubelet stand-in did not stop")
-		}
-	})
-	return k
+	return kubelet.RunForTest(t, client, node, kubelet.Options{Heartbeat: 500 * time.Millisecond})
 }
 
 func podRunningReady(p *corev1.Pod) bool {

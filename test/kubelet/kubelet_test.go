@@ -56,26 +56,10 @@ func testContext(t *testing.T) context.Context {
 // start runs a stand-in until the test ends and checks that Run returns on cancellation.
 func start(t *testing.T, c kubernetes.Interface, node string, opts kubelet.Options) *kubelet.Kubelet {
 	t.Helper()
-	opts.Logf = t.Logf
-	k := kubelet.New(c, node, opts)
-	t.Cleanup(func() { // runs after Run has stopped (cleanups run last-in first-out)
+	t.Cleanup(func() { // registered first, so it runs after Run has stopped
 		_ = c.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{})
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("Run did not return after cancellation")
-		}
-	})
-	return k
+	return kubelet.RunForTest(t, c, node, opts)
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
