@@ -157,6 +157,9 @@ func TestWriterOnAPIServer(t *testing.T) {
 		if c == nil || c.Status != corev1.ConditionTrue || c.Reason != ns.ReasonUpToDate || !c.LastTransitionTime.Time.Equal(r.clock.Now()) {
 			t.Fatalf("condition = %+v", c)
 		}
+		if node.Labels[ns.LabelState] != "Done" || node.Labels[ns.LabelPhase] != "" || node.Labels[ns.LabelReason] != "" {
+			t.Fatalf("labels after Done = %v, want state=Done and no phase or reason", node.Labels)
+		}
 		var reasons []string
 		for _, e := range r.events(t) {
 			reasons = append(reasons, e.Type+"/"+e.Reason)
@@ -170,6 +173,19 @@ func TestWriterOnAPIServer(t *testing.T) {
 		r := newRealNode(t)
 		if err := r.w.SetDegraded(ctx, reason.SignatureRejected, "unsigned image"); err != nil {
 			t.Fatal(err)
+		}
+		// The labels mirror the state, so a label selector finds degraded nodes by reason.
+		sel := ns.LabelState + "=Degraded," + ns.LabelReason + "=SignatureRejected"
+		l, err := r.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, n := range l.Items {
+			found = found || n.Name == r.name
+		}
+		if !found {
+			t.Fatalf("nodes with %s: %d, none is %s", sel, len(l.Items), r.name)
 		}
 		// The kubelet heartbeats Ready with a strategic merge patch of nodes/status.
 		hb := metav1.NewTime(time.Now().Add(time.Second).Truncate(time.Second))

@@ -46,6 +46,12 @@ const (
 	LabelPool = Prefix + "pool"
 	// DefaultPool is the pool of a node without LabelPool.
 	DefaultPool = "default"
+	// LabelState, LabelPhase and LabelReason mirror the annotations of the same name (written
+	// in the same patch by a Writer's transitions) so that `kubectl get nodes -L layerd.dev/state`
+	// and label selectors such as `layerd.dev/state=Degraded` work. The annotations stay the record.
+	LabelState  = AnnotationState
+	LabelPhase  = AnnotationPhase
+	LabelReason = AnnotationReason
 )
 
 // CordonedByLayerd is the value of AnnotationCordonedBy when the agent made the cordon.

@@ -239,7 +239,14 @@ func (w *Writer) transition(ctx context.Context, t transition) error {
 	if changed {
 		set[AnnotationLastTransition] = ptr(w.clock.Now().UTC().Format(time.RFC3339))
 	}
-	node, err := w.patch(ctx, set)
+	// The same patch mirrors state, phase and reason as labels, so `kubectl get nodes -L` and
+	// label selectors show them (annotations cannot be columns or selectors).
+	labels := map[string]*string{
+		LabelState:  ptr(string(t.state)),
+		LabelPhase:  ptrOrNil(string(t.phase)),
+		LabelReason: ptrOrNil(string(t.reason)),
+	}
+	node, err := w.patchWithLabels(ctx, set, labels)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -289,7 +296,16 @@ func (w *Writer) current(ctx context.Context) (*corev1.Node, error) {
 }
 
 func (w *Writer) patch(ctx context.Context, set map[string]*string) (*corev1.Node, error) {
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": set}})
+	return w.patchWithLabels(ctx, set, nil)
+}
+
+// patchWithLabels does one merge patch of annotations and labels (nil values delete).
+func (w *Writer) patchWithLabels(ctx context.Context, set, labels map[string]*string) (*corev1.Node, error) {
+	meta := map[string]any{"annotations": set}
+	if len(labels) > 0 {
+		meta["labels"] = labels
+	}
+	body, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return nil, fmt.Errorf("encoding annotation patch: %w", err)
 	}

@@ -103,10 +103,23 @@ func annotationsOf(t *testing.T, w write) map[string]any {
 	}
 	md, _ := w.body["metadata"].(map[string]any)
 	a, _ := md["annotations"].(map[string]any)
-	if len(w.body) != 1 || len(md) != 1 || a == nil {
-		t.Fatalf("patch touches more than annotations: %v", w.body)
+	_, hasLabels := md["labels"]
+	extra := 0
+	if hasLabels {
+		extra = 1
+	}
+	if len(w.body) != 1 || len(md) != 1+extra || a == nil {
+		t.Fatalf("patch touches more than annotations and labels: %v", w.body)
 	}
 	return a
+}
+
+// labelsOf returns the labels a merge patch sets (nil when it sets none).
+func labelsOf(t *testing.T, w write) map[string]any {
+	t.Helper()
+	md, _ := w.body["metadata"].(map[string]any)
+	l, _ := md["labels"].(map[string]any)
+	return l
 }
 
 func TestNew(t *testing.T) {
@@ -143,6 +156,10 @@ func TestSetters(t *testing.T) {
 			ns.AnnotationMessage: "Staging reg/os@sha256:a", ns.AnnotationLastTransition: stamp}
 		if got := annotationsOf(t, ws[0]); !reflect.DeepEqual(got, want) {
 			t.Fatalf("annotations patch = %v, want %v", got, want)
+		}
+		wantLabels := map[string]any{ns.LabelState: "Working", ns.LabelPhase: "Staging", ns.LabelReason: nil}
+		if got := labelsOf(t, ws[0]); !reflect.DeepEqual(got, wantLabels) {
+			t.Fatalf("labels in the same patch = %v, want %v", got, wantLabels)
 		}
 		if ws[1].ptype != types.StrategicMergePatchType {
 			t.Fatalf("condition patch type %s", ws[1].ptype)
