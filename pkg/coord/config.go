@@ -35,7 +35,8 @@ const DefaultMaxUnavailable = 1
 // Config.Unknown (and logged by Slots) so a misspelt knob is visible; they are not rejected, as
 // packages owning newer fields read them from PoolPolicy.Raw.
 var PolicyKeys = []string{"maxUnavailable", "maxUnavailablePerZone", "maxParallelStaging", "windows",
-	"paused", "drainTimeout", "drain", "settleTime", "healthChecks", "etcPolicy", "varPolicy", "rebootPolicy"}
+	"paused", "drainTimeout", "drain", "settleTime", "healthChecks", "etcPolicy", "varPolicy", "rebootPolicy",
+	"allowedUpdaters"} // allowedUpdaters: pkg/updaters.PolicyKey
 
 // Config is the parsed pools document.
 type Config struct {

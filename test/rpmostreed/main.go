@@ -6,6 +6,9 @@
 //	    [--registries-d DIR] [--policy FILE] [--registries-conf FILE]
 //	    [--txn-socket PATH] [--run-dir DIR] [--control FILE] [--on-reboot CMD]
 //
+// A deploy-family call with register-driver records the update driver in
+// <run-dir>/rpm-ostree/update-driver.gv, as rpm-ostreed does in /run.
+//
 // Reboot requests (reboot: true, FinalizeDeployment) write <run-dir>/rpm-ostreed-reboot-requested
 // and run --on-reboot with sh -c, after Finished reached the clients.
 //
@@ -111,7 +114,7 @@ func run(cfg config) error {
 		return err
 	}
 	srv, err := server.Start(ctx, b, server.Options{
-		BusAddress: cfg.busAddress, SysrootPath: cfg.sysroot, TxnSocket: cfg.txnSocket, Log: log,
+		BusAddress: cfg.busAddress, SysrootPath: cfg.sysroot, TxnSocket: cfg.txnSocket, RunDir: cfg.runDir, Log: log,
 	})
 	if err != nil {
 		return err

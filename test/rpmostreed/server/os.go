@@ -85,16 +85,31 @@ func (m osMethods) deploy(method string, sender dbus.Sender, args []any, mods, o
 		}
 		return nil
 	}
-	backend := m.o.s.backend
-	return m.o.s.begin(txnSpec{
+	// register-driver is recorded after the checks and before any other work; an empty
+	// revision then means "register only" (how zincati registers: `deploy --register-driver
+	// Zincati ""`).
+	driver := opts.str("register-driver")
+	rev, hasRevision := mods["set-revision"]
+	registerOnly := driver != "" && hasRevision && rev.Signature().String() == "s" && rev.Value() == ""
+	s := m.o.s
+	return s.begin(txnSpec{
 		method: method, sender: string(sender), osPath: m.o.path, args: args,
 		title:  titleOr(opts, titleDeploy),
-		reboot: opts.bool("reboot") && !req.DownloadOnly,
+		reboot: opts.bool("reboot") && !req.DownloadOnly && !registerOnly,
 		work: func(ctx context.Context, p Progress) error {
 			if err := validate(); err != nil {
 				return err
 			}
-			return backend.Stage(ctx, req, p)
+			if driver != "" {
+				if err := s.recordDriver(driver, string(sender)); err != nil {
+					return err
+				}
+				if registerOnly {
+					p.Message(msgRegisterOnly)
+					return nil
+				}
+			}
+			return s.backend.Stage(ctx, req, p)
 		},
 	})
 }

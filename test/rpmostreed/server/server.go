@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -32,6 +33,9 @@ type Options struct {
 	// TxnSocket is the path of the p2p transaction socket (default
 	// /run/rpm-ostree-transaction.sock). It exists while a transaction is active.
 	TxnSocket string
+	// RunDir is the node's /run, where the update driver file is written (DriverFile; default:
+	// the directory of TxnSocket).
+	RunDir string
 	// ForceCloseAfter is how long a finished transaction stays active while peers are still
 	// connected (default 30s).
 	ForceCloseAfter time.Duration
@@ -54,6 +58,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.TxnSocket == "" {
 		o.TxnSocket = DefaultTxnSocketPath
+	}
+	if o.RunDir == "" {
+		o.RunDir = filepath.Dir(o.TxnSocket)
 	}
 	if o.ForceCloseAfter <= 0 {
 		o.ForceCloseAfter = 30 * time.Second
