@@ -1,15 +1,18 @@
 // Command demo is `make demo`: layerd's main job end to end on the node-in-a-box.
 //
-// It brings up three nodes (pool default, maxUnavailable 1), builds the agent, builds, pushes
-// and signs a layered image on the box's signed base, runs one agent per node the way the
-// DaemonSet runs it, annotates every node, shows each transition live, then prints a per-node
-// timeline, the reboots the harness counted and where the logs are. Finally it shows a refusal:
-// an unsigned image annotated on one node ends Degraded SignatureRejected with nothing staged.
+// It brings up three nodes (pool default, maxUnavailable 1): node-1 in the booted tier (its
+// ostree deployment really boots under systemd-nspawn with systemd, journald and logind, and
+// reboots with `systemctl reboot`), node-2 and node-3 in the directory tier. It builds the
+// agent, builds, pushes and signs a layered image on each tier's signed base, runs one agent
+// per node the way the DaemonSet runs it, annotates every node, shows each transition live,
+// then prints a per-node timeline, the reboots the harness counted and where each node's logs
+// and journal are. Finally it shows a refusal: an unsigned image annotated on node-1 ends
+// Degraded SignatureRejected with nothing staged.
 //
 // It exits non-zero unless the apiserver and every node's sysroot both show every node booted
-// into the new digest, each node rebooted exactly once and no two nodes were ever Draining or
-// Rebooting at the same time. Everything is torn down on every path, Ctrl-C included; the logs
-// are kept in the directory it names.
+// into its tier's new digest, each node rebooted exactly once and no two nodes were ever
+// Draining or Rebooting at the same time. Everything is torn down on every path, Ctrl-C
+// included; the logs (and the booted node's journal) are kept in the directory it names.
 package main
 
 import (
@@ -33,18 +36,44 @@ import (
 	"layerd.dev/layerd/test/osimage"
 )
 
-const nodes = 3
+// nodes in the box; the first booted of them are booted-tier nodes.
+const (
+	nodes  = 3
+	booted = 1
+)
 
-// The update the demo rolls out: a new tool and a changed /etc default.
-var layered = osimage.Spec{Repo: "fcos/os", Tag: "v2", Version: "2.0", Files: map[string]osimage.File{
-	"usr/bin/mytool": {Mode: 0o755, Content: "#!/bin/sh\necho mytool 2.0\n"},
-	"etc/motd":       {Content: "Welcome to layerd demo OS 2.0, now with mytool\n"},
-}}
+// layered is the update the demo rolls out, on each tier's base: a new tool and a changed
+// /etc default.
+func layered(repo string) osimage.Spec {
+	return osimage.Spec{Repo: repo, Tag: "v2", Version: "2.0", Files: map[string]osimage.File{
+		"usr/bin/mytool": {Mode: 0o755, Content: "#!/bin/sh\necho mytool 2.0\n"},
+		"etc/motd":       {Content: "Welcome to layerd demo OS 2.0, now with mytool\n"},
+	}}
+}
 
-// unsignedSpec is the image nobody signed.
-var unsignedSpec = osimage.Spec{Repo: "fcos/os", Tag: "v2-unsigned", Version: "2.0-unsigned", Files: map[string]osimage.File{
-	"usr/bin/unsigned-tool": {Mode: 0o755, Content: "#!/bin/sh\necho nobody signed me\n"},
-}}
+// unsigned is the image nobody signed.
+func unsigned(repo string) osimage.Spec {
+	return osimage.Spec{Repo: repo, Tag: "v2-unsigned", Version: "2.0-unsigned", Files: map[string]osimage.File{
+		"usr/bin/unsigned-tool": {Mode: 0o755, Content: "#!/bin/sh\necho nobody signed me\n"},
+	}}
+}
+
+// repoOf is the repository of n's tier: the directory tier's base is fcos/os, the booted
+// tier's the Debian tree it boots.
+func repoOf(n *harness.Node) string {
+	if n.BootedTier() {
+		return harness.BootedBaseRepo
+	}
+	return "fcos/os"
+}
+
+// buildImage builds and pushes spec on n's tier's base.
+func buildImage(ctx context.Context, w *harness.World, n *harness.Node, spec osimage.Spec) (*osimage.Image, error) {
+	if n.BootedTier() {
+		return w.BootedImage(ctx, spec)
+	}
+	return w.Images.Layered(ctx, w.Base, spec)
+}
 
 // podSystemBus is DBUS_SYSTEM_BUS_ADDRESS inside a pod (the node's /run is the pod's /run).
 const podSystemBus = "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket"
@@ -72,7 +101,7 @@ func main() {
 	cancel()
 	out.printf("")
 	if d.logs != "" {
-		out.printf("Logs are kept in %s", d.logs)
+		d.printLogs()
 	}
 	if interrupted.Load() {
 		out.printf("DEMO INTERRUPTED after %v (everything it started is stopped)", time.Since(began).Round(time.Second))
@@ -103,6 +132,10 @@ type demo struct {
 	files []*os.File
 	// agentLog is each node's agent pod stdout+stderr.
 	agentLog map[string]string
+	// journal is the kept copy of each booted node's journal directory.
+	journal map[string]string
+	// tiers names each node's tier, for the log summary after the teardown.
+	tiers map[string]string
 }
 
 func (d *demo) teardown() error {
@@ -115,6 +148,7 @@ func (d *demo) teardown() error {
 	out.printf("")
 	out.printf("Tearing down the node-in-a-box…")
 	d.copyStandInLogs()
+	d.keepJournals()
 	var errs []error
 	if err := d.w.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("stopping the node-in-a-box: %w", err))
@@ -196,9 +230,11 @@ func (d *demo) run(ctx context.Context) error {
 		bin <- built{p, err}
 	}()
 
-	done := step("Starting the node-in-a-box: %d nodes in pool %q (maxUnavailable 1, the default)", nodes, nodestatus.DefaultPool)
-	startCtx, cancelStart := context.WithTimeout(ctx, 5*time.Minute)
-	d.w, err = harness.New(startCtx, harness.Options{Nodes: nodes, Dir: filepath.Join(d.dir, "box"), Log: boxLog})
+	done := step("Starting the node-in-a-box: %d nodes in pool %q (maxUnavailable 1, the default), %d of them booted under systemd-nspawn",
+		nodes, nodestatus.DefaultPool, booted)
+	// A first run debootstraps the booted tier's Debian base (then cached).
+	startCtx, cancelStart := context.WithTimeout(ctx, 15*time.Minute)
+	d.w, err = harness.New(startCtx, harness.Options{Nodes: nodes, Booted: booted, Dir: filepath.Join(d.dir, "box"), Log: boxLog})
 	cancelStart()
 	if err != nil {
 		d.w = nil // New stopped what it started
@@ -208,7 +244,15 @@ func (d *demo) run(ctx context.Context) error {
 	done()
 	w := d.w
 	out.printf("  apiserver %s, registry %s", w.Kube.Host, w.Registry.Addr())
-	out.printf("  signed base image %s", w.Base.Pinned)
+	d.tiers = map[string]string{}
+	for _, n := range w.Nodes {
+		base := w.Base
+		d.tiers[n.Name] = "directory tier"
+		if n.BootedTier() {
+			base, d.tiers[n.Name] = w.BootedBase, "booted tier (systemd-nspawn)"
+		}
+		out.printf("  %s  %-28s signed base %s", n.Name, d.tiers[n.Name], base.Pinned)
+	}
 
 	done = step("Building the agent (go build ./cmd/layerd)")
 	b := <-bin
@@ -217,16 +261,27 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	done()
 
-	done = step("Building, pushing and signing the update: %s:%s adds /usr/bin/mytool and changes the /etc/motd default", layered.Repo, layered.Tag)
-	img, err := w.Images.Layered(ctx, w.Base, layered)
-	if err != nil {
-		return fmt.Errorf("building %s: %w", layered.Tag, err)
-	}
-	if err := osimage.Sign(ctx, img.Pinned, w.Keys); err != nil {
-		return fmt.Errorf("signing %s: %w", img.Pinned, err)
+	done = step("Building, pushing and signing the update on each tier's base: v2 adds /usr/bin/mytool and changes the /etc/motd default")
+	images := map[string]*osimage.Image{} // by repository: one per tier
+	target := map[string]*osimage.Image{} // by node
+	for _, n := range w.Nodes {
+		repo := repoOf(n)
+		if images[repo] == nil {
+			img, err := buildImage(ctx, w, n, layered(repo))
+			if err != nil {
+				return fmt.Errorf("building %s:v2: %w", repo, err)
+			}
+			if err := osimage.Sign(ctx, img.Pinned, w.Keys); err != nil {
+				return fmt.Errorf("signing %s: %w", img.Pinned, err)
+			}
+			images[repo] = img
+		}
+		target[n.Name] = images[repo]
 	}
 	done()
-	out.printf("  %s = %s", img.Ref, img.Digest)
+	for _, repo := range sortedKeys(images) {
+		out.printf("  %s = %s", images[repo].Ref, images[repo].Digest)
+	}
 
 	done = step("Starting one layerd agent per node, as the DaemonSet does (its ServiceAccount's node-bound token)")
 	d.agentLog = map[string]string{}
@@ -236,7 +291,7 @@ func (d *demo) run(ctx context.Context) error {
 		}
 	}
 	kube := w.Kube.Client
-	if err := waitAll(ctx, kube, time.Minute, "every agent reports Done on the base image", func(s nodestatus.Status) bool {
+	if err := waitAll(ctx, kube, time.Minute, "every agent reports Done on the base image", func(_ string, s nodestatus.Status) bool {
 		return s.State == nodestatus.StateDone
 	}); err != nil {
 		return err
@@ -244,35 +299,31 @@ func (d *demo) run(ctx context.Context) error {
 	done()
 
 	// The rollout.
-	watcher := newWatcher(w.Registry.Addr())
-	wctx, stopWatch := context.WithCancel(ctx)
-	watchDone := make(chan error, 1)
-	go func() { watchDone <- watcher.run(wctx, kube) }()
-	if err := watcher.synced(ctx); err != nil {
-		stopWatch()
-		return err
-	}
 	auditMark := d.auditCount()
 	out.printf("")
-	out.printf("Annotating all %d nodes with %s=%s", nodes, nodestatus.AnnotationDesiredImage, img.Ref)
+	out.printf("Annotating all %d nodes with %s=<their tier's v2>", nodes, nodestatus.AnnotationDesiredImage)
 	out.printf("%-12s %-7s %-8s %-9s %-15s %s", "TIME", "+T", "NODE", "STATE", "PHASE", "REASON / MESSAGE")
 	rollout := time.Now()
-	watcher.start(rollout)
+	prog := newProgress(w.Registry.Addr(), rollout)
+	watcher, err := w.WatchTransitions(ctx, prog.note)
+	if err != nil {
+		return err
+	}
 	boxLog.echo.Store(true)
 	for _, n := range w.Nodes {
-		if err := annotate(ctx, kube, n.Name, img.Ref); err != nil {
-			stopWatch()
+		if err := annotate(ctx, kube, n.Name, target[n.Name].Ref); err != nil {
+			watcher.Stop()
 			return err
 		}
 	}
-	werr := waitAll(ctx, kube, 6*time.Minute, "every node Done on "+img.Pinned, func(s nodestatus.Status) bool {
+	werr := waitAll(ctx, kube, 6*time.Minute, "every node Done on its tier's v2", func(node string, s nodestatus.Status) bool {
+		img := target[node]
 		return (s.State == nodestatus.StateDone && s.CurrentImage == img.Pinned) || (s.State == nodestatus.StateDegraded && s.DesiredImage == img.Ref)
 	})
 	took := time.Since(rollout)
 	time.Sleep(200 * time.Millisecond) // let the watch print the last transitions
 	boxLog.echo.Store(false)
-	stopWatch()
-	<-watchDone
+	watcher.Stop()
 	if werr != nil {
 		return werr
 	}
@@ -281,13 +332,14 @@ func (d *demo) run(ctx context.Context) error {
 	var failures []string
 	fail := func(format string, args ...any) { failures = append(failures, fmt.Sprintf(format, args...)) }
 
-	d.printTimeline(watcher, rollout)
+	d.printTimeline(prog, rollout)
 	d.printWrites(auditMark)
 
 	// Verify: the apiserver, each sysroot, the harness's reboot counts, the watch.
 	out.printf("")
 	out.printf("Checks")
 	for _, n := range w.Nodes {
+		img := target[n.Name]
 		node, err := kube.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -315,14 +367,14 @@ func (d *demo) run(ctx context.Context) error {
 		if node.Spec.Unschedulable {
 			fail("%s: still cordoned after Done", n.Name)
 		}
+		if n.BootedTier() {
+			d.journalCheck(ctx, n, img, fail)
+		}
 	}
-	overlap := watcher.overlaps()
+	overlap := watcher.Overlaps()
 	out.printf("  at most one node Draining/Rebooting at a time (from the watch): %s", mark(len(overlap) == 0))
 	for _, o := range overlap {
 		fail("two nodes disrupted at once: %s", o)
-	}
-	if werr := watcher.err(); werr != nil {
-		fail("watching the Nodes: %v", werr)
 	}
 
 	// The refusal.
@@ -330,7 +382,6 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
-	d.printLogs()
 	if len(failures) > 0 {
 		return errors.New(strings.Join(failures, "\n"))
 	}
@@ -342,34 +393,30 @@ func (d *demo) refusal(ctx context.Context, fail func(string, ...any)) error {
 	w := d.w
 	kube := w.Kube.Client
 	n := w.Nodes[0]
+	spec := unsigned(repoOf(n))
 	out.printf("")
-	done := step("A refusal: building and pushing %s:%s WITHOUT signing it", unsignedSpec.Repo, unsignedSpec.Tag)
-	img, err := w.Images.Layered(ctx, w.Base, unsignedSpec)
+	done := step("A refusal: building and pushing %s:%s WITHOUT signing it", spec.Repo, spec.Tag)
+	img, err := buildImage(ctx, w, n, spec)
 	if err != nil {
-		return fmt.Errorf("building %s: %w", unsignedSpec.Tag, err)
+		return fmt.Errorf("building %s: %w", spec.Tag, err)
 	}
 	done()
 	reboots := n.Reboots()
 	out.printf("Annotating %s with %s", n.Name, img.Ref)
-	watcher := newWatcher(w.Registry.Addr())
-	wctx, stopWatch := context.WithCancel(ctx)
-	watchDone := make(chan error, 1)
-	go func() { watchDone <- watcher.run(wctx, kube) }()
-	if err := watcher.synced(ctx); err != nil {
-		stopWatch()
+	prog := newProgress(w.Registry.Addr(), time.Now())
+	watcher, err := w.WatchTransitions(ctx, prog.note)
+	if err != nil {
 		return err
 	}
-	watcher.start(time.Now())
 	if err := annotate(ctx, kube, n.Name, img.Ref); err != nil {
-		stopWatch()
+		watcher.Stop()
 		return err
 	}
-	werr := waitAll(ctx, kube, 2*time.Minute, n.Name+" Degraded SignatureRejected", func(s nodestatus.Status) bool {
+	werr := waitAll(ctx, kube, 2*time.Minute, n.Name+" Degraded SignatureRejected", func(_ string, s nodestatus.Status) bool {
 		return s.DesiredImage != img.Ref || s.State == nodestatus.StateDegraded
 	})
 	time.Sleep(200 * time.Millisecond)
-	stopWatch()
-	<-watchDone
+	watcher.Stop()
 	if werr != nil {
 		return werr
 	}
@@ -380,7 +427,7 @@ func (d *demo) refusal(ctx context.Context, fail func(string, ...any)) error {
 	s := nodestatus.Read(node)
 	refused := s.State == nodestatus.StateDegraded && s.Reason == reason.SignatureRejected
 	out.printf("  %s: %s %s %s", n.Name, s.State, s.Reason, mark(refused))
-	out.printf("    %s", watcher.shorten(s.Message))
+	out.printf("    %s", prog.shorten(s.Message))
 	if !refused {
 		fail("%s: state=%s reason=%s after an unsigned image, want Degraded SignatureRejected (%s)", n.Name, s.State, s.Reason, s.Message)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"layerd.dev/layerd/pkg/nodestatus"
 	"layerd.dev/layerd/test/harness"
+	"layerd.dev/layerd/test/osimage"
 )
 
 func (d *demo) startAgent(ctx context.Context, n *harness.Node, bin string) error {
@@ -33,7 +35,7 @@ func (d *demo) startAgent(ctx context.Context, n *harness.Node, bin string) erro
 		Args: []string{"layerd", "agent", "--node-name", n.Name, "--kubeconfig", kubeconfig,
 			"--namespace", harness.AgentNamespace, "--policy", w.Trust.PolicyPath,
 			"--registries-d", w.Trust.RegistriesDDir, "--registries-conf", w.Trust.RegistriesConfPath,
-			"--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-format", "console", "--log-journal", "off"},
+			"--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-format", "console", "--log-journal", "auto"},
 		Env: []string{podSystemBus}, Stdout: f, Stderr: f,
 	})
 	if err != nil {
@@ -66,7 +68,7 @@ func annotate(ctx context.Context, kube kubernetes.Interface, node, desired stri
 }
 
 // waitAll polls the Nodes of the box until cond holds for each (the watcher shows progress).
-func waitAll(ctx context.Context, kube kubernetes.Interface, timeout time.Duration, what string, cond func(nodestatus.Status) bool) error {
+func waitAll(ctx context.Context, kube kubernetes.Interface, timeout time.Duration, what string, cond func(node string, s nodestatus.Status) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last []string
@@ -78,7 +80,7 @@ func waitAll(ctx context.Context, kube kubernetes.Interface, timeout time.Durati
 			for i := range list.Items {
 				s := nodestatus.Read(&list.Items[i])
 				last = append(last, fmt.Sprintf("%s %s/%s %s %s", list.Items[i].Name, s.State, s.Phase, s.Reason, s.Message))
-				ok = ok && cond(s)
+				ok = ok && cond(list.Items[i].Name, s)
 			}
 			if ok {
 				return nil
@@ -125,4 +127,55 @@ func stagedDeployment(n *harness.Node) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// keepJournals copies each booted node's persistent journal into the logs, rotated first so
+// that the copy holds closed (archived) files: the node is gone after the teardown.
+func (d *demo) keepJournals() {
+	d.journal = map[string]string{}
+	for _, n := range d.w.Nodes {
+		if !n.BootedTier() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if _, err := n.Journal(ctx, "--rotate"); err != nil {
+			out.printf("  %s: rotating the journal: %v", n.Name, err)
+		}
+		dst := filepath.Join(d.logs, n.Name, "journal")
+		src := filepath.Join(n.Sysroot.StaterootVar(), "log", "journal")
+		if b, err := exec.CommandContext(ctx, "cp", "-a", src, dst).CombinedOutput(); err != nil {
+			out.printf("  %s: keeping the journal: %v: %s", n.Name, err, b)
+		} else {
+			d.journal[n.Name] = dst
+		}
+		cancel()
+	}
+}
+
+// journalCheck shows the agent's records of the update in a booted node's journal, selected
+// by their fields as an admin would on the host.
+func (d *demo) journalCheck(ctx context.Context, n *harness.Node, img *osimage.Image, fail func(string, ...any)) {
+	args := []string{"-t", "layerd", "LAYERD_DIGEST=" + img.Digest.String(), "LAYERD_PHASE=Staging", "-o", "cat"}
+	j, err := n.Journal(ctx, args...)
+	lines := strings.Split(strings.TrimSpace(j), "\n")
+	if strings.TrimSpace(j) == "" {
+		lines = nil
+	}
+	out.printf("  %s  journalctl -t layerd LAYERD_DIGEST=%s LAYERD_PHASE=Staging (inside): %d records %s",
+		strings.Repeat(" ", len(n.Name)), short(img.Digest.String()), len(lines), mark(err == nil && len(lines) > 0))
+	switch {
+	case err != nil:
+		fail("%s: reading its journal: %v", n.Name, err)
+	case len(lines) == 0:
+		fail("%s: no layerd records of the staging of %s in its journal", n.Name, img.Digest)
+	}
 }

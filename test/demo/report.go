@@ -57,7 +57,7 @@ func (d *demo) printWrites(mark int) {
 }
 
 // printTimeline prints, per phase, when each node entered it (offset from the annotation).
-func (d *demo) printTimeline(wt *watcher, t0 time.Time) {
+func (d *demo) printTimeline(wt *progress, t0 time.Time) {
 	out.printf("")
 	out.printf("Timeline (first time each node entered a phase, from the annotation)")
 	header := fmt.Sprintf("  %-16s", "phase")
@@ -93,14 +93,27 @@ func (d *demo) printTimeline(wt *watcher, t0 time.Time) {
 	out.printf("%s", line)
 }
 
+// printLogs says where each node's logs are: they are kept after the teardown.
 func (d *demo) printLogs() {
 	out.printf("")
-	out.printf("Where each node's logs are (kept after the teardown)")
-	for _, n := range d.w.Nodes {
-		out.printf("  %s  agent pod (stdout+stderr): %s", n.Name, d.agentLog[n.Name])
-		out.printf("  %s  rpm-ostreed stand-in, one per boot: %s", strings.Repeat(" ", len(n.Name)), filepath.Join(d.logs, n.Name, "rpmostreed.<boot>.log"))
+	out.printf("Where each node's logs are (kept in %s after the teardown)", d.logs)
+	for _, name := range sortedKeys(d.tiers) {
+		pad := strings.Repeat(" ", len(name))
+		out.printf("  %s  %s", name, d.tiers[name])
+		if p, ok := d.agentLog[name]; ok {
+			out.printf("  %s  agent pod (stdout+stderr): %s", pad, p)
+		}
+		if j, ok := d.journal[name]; ok {
+			out.printf("  %s  its journal (agent records with their fields, rpm-ostreed, the finalization at shutdown):", pad)
+			out.printf("  %s    journalctl -D %s -t layerd -o verbose", pad, j)
+			out.printf("  %s    journalctl -D %s -t layerd LAYERD_PHASE=Staging", pad, j)
+			out.printf("  %s    journalctl -D %s -u rpm-ostreed.service -u ostree-finalize-staged.service", pad, j)
+			continue
+		}
+		out.printf("  %s  rpm-ostreed stand-in, one per boot: %s (a directory-tier node has no journal)",
+			pad, filepath.Join(d.logs, name, "rpmostreed.<boot>.log"))
 	}
-	out.printf("  directory-tier nodes have no journal; box: %s", filepath.Join(d.logs, "box.log"))
+	out.printf("  the node-in-a-box (reboots, services): %s", filepath.Join(d.logs, "box.log"))
 }
 
 func mark(ok bool) string {

@@ -3,16 +3,13 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
 	"layerd.dev/layerd/pkg/nodestatus"
@@ -72,94 +69,6 @@ func startOwnAgent(ctx context.Context, t *testing.T, w *harness.World, n *harne
 		t.Fatalf("starting the agent pod on %s: %v", n.Name, err)
 	}
 	t.Cleanup(func() { _ = stop() })
-}
-
-// transitions watches every Node of a world and records, per node, each distinct
-// state/phase/reason it passes through, and every moment two nodes were disruptive
-// (Working in Draining or Rebooting) together.
-type transitions struct {
-	mu      sync.Mutex
-	t0      time.Time
-	last    map[string]string
-	seen    map[string][]nodestatus.Status
-	disrupt map[string]bool
-	overlap []string
-	ready   chan struct{}
-	once    sync.Once
-}
-
-func watchTransitions(ctx context.Context, t *testing.T, kube kubernetes.Interface) *transitions {
-	tr := &transitions{t0: time.Now(), last: map[string]string{}, seen: map[string][]nodestatus.Status{},
-		disrupt: map[string]bool{}, ready: make(chan struct{})}
-	go tr.run(ctx, kube)
-	select {
-	case <-tr.ready:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the Node watch did not start within 30s")
-	}
-	return tr
-}
-
-func (tr *transitions) note(n *corev1.Node) {
-	s := nodestatus.Read(n)
-	key := fmt.Sprintf("%s/%s/%s", s.State, s.Phase, s.Reason)
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	if tr.last[n.Name] == key {
-		return
-	}
-	tr.last[n.Name] = key
-	tr.seen[n.Name] = append(tr.seen[n.Name], s)
-	tr.disrupt[n.Name] = s.State == nodestatus.StateWorking && (s.Phase == nodestatus.PhaseDraining || s.Phase == nodestatus.PhaseRebooting)
-	var together []string
-	for name, d := range tr.disrupt {
-		if d {
-			together = append(together, name)
-		}
-	}
-	if len(together) > 1 {
-		sort.Strings(together)
-		tr.overlap = append(tr.overlap, fmt.Sprintf("%s at +%.1fs", strings.Join(together, " and "), time.Since(tr.t0).Seconds()))
-	}
-}
-
-func (tr *transitions) run(ctx context.Context, kube kubernetes.Interface) {
-	for ctx.Err() == nil {
-		list, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		for i := range list.Items {
-			tr.note(&list.Items[i])
-		}
-		tr.once.Do(func() { close(tr.ready) })
-		wi, err := kube.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
-		if err != nil {
-			continue
-		}
-		for ev := range wi.ResultChan() {
-			if ev.Type == watch.Error {
-				break
-			}
-			if n, ok := ev.Object.(*corev1.Node); ok && (ev.Type == watch.Added || ev.Type == watch.Modified) {
-				tr.note(n)
-			}
-		}
-		wi.Stop()
-	}
-}
-
-func (tr *transitions) of(node string) []nodestatus.Status {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	return append([]nodestatus.Status(nil), tr.seen[node]...)
-}
-
-func (tr *transitions) overlaps() []string {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	return append([]string(nil), tr.overlap...)
 }
 
 func describeStatuses(ss []nodestatus.Status) string {
@@ -251,9 +160,11 @@ func TestRolloutOfThreeNodesOneAtATime(t *testing.T) {
 		reboots[n.Name] = n.Reboots()
 	}
 
-	wctx, wcancel := context.WithCancel(ctx)
-	defer wcancel()
-	tr := watchTransitions(wctx, t, kube)
+	tr, err := w.WatchTransitions(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Stop()
 	began := time.Now()
 	for _, n := range w.Nodes {
 		annotate(ctx, t, kube, n.Name, img.Ref)
@@ -264,13 +175,13 @@ func TestRolloutOfThreeNodesOneAtATime(t *testing.T) {
 	t.Logf("rollout of 3 nodes done in %v", time.Since(began).Round(time.Millisecond))
 	// The last reboot's harness bookkeeping may trail the Done by a moment.
 	time.Sleep(500 * time.Millisecond)
-	wcancel()
+	tr.Stop()
 
-	if ov := tr.overlaps(); len(ov) > 0 {
+	if ov := tr.Overlaps(); len(ov) > 0 {
 		t.Errorf("two nodes disruptive at once: %v", ov)
 	}
 	for _, n := range w.Nodes {
-		seen := tr.of(n.Name)
+		seen := tr.Statuses(n.Name)
 		t.Logf("%s: %s", n.Name, describeStatuses(seen))
 		if got := n.Reboots() - reboots[n.Name]; got != 1 {
 			t.Errorf("%s: %d reboots counted by the harness, want 1", n.Name, got)

@@ -71,6 +71,7 @@ func (w *World) addBootedNode(ctx context.Context, name string) (_ *Node, err er
 	if n.Sysroot, err = ostreesys.Init(ctx, filepath.Join(n.Dir, "sysroot"), w.opts.OSName); err != nil {
 		return nil, err
 	}
+	n.Sysroot.RunDir = n.RunDir // Deployments lists the staged deployment too
 	if err := n.installBootedBase(ctx); err != nil {
 		return nil, err
 	}

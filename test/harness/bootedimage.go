@@ -73,7 +73,9 @@ func buildBootedBase(ctx context.Context, registry string, keys *osimage.Keys, b
 	if err != nil {
 		return nil, nil, fmt.Errorf("booted base image: %w", err)
 	}
-	remoteImg, err := remote.Image(ref, remote.WithContext(ctx))
+	// Not bound to ctx: the handle reads the registry lazily whenever BootedImage layers on
+	// it, long after the start (whose context ends with it).
+	remoteImg, err := remote.Image(ref)
 	if err != nil {
 		return nil, nil, fmt.Errorf("booted base image: %w", err)
 	}

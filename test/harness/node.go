@@ -29,8 +29,10 @@ import (
 // the node's own dbus-daemon, the stand-in runs inside as rpm-ostreed.service, and a reboot is
 // systemd's (see booted.go).
 type Node struct {
-	Name    string
-	Dir     string
+	Name string
+	Dir  string
+	// Sysroot is the node's sysroot; its RunDir is the node's, so Deployments lists the
+	// staged deployment too.
 	Sysroot *ostreesys.Sysroot
 	// RunDir is the node's /run as a host directory. It is emptied at every reboot, as a tmpfs
 	// would be.
@@ -64,6 +66,7 @@ func (w *World) addNode(ctx context.Context, name string) (_ *Node, err error) {
 	if n.Sysroot, err = ostreesys.Init(ctx, filepath.Join(n.Dir, "sysroot"), w.opts.OSName); err != nil {
 		return nil, err
 	}
+	n.Sysroot.RunDir = n.RunDir // Deployments lists the staged deployment too
 	if err := n.install(ctx, w.Base, ostreesys.ContainerOrigin(w.Base.Pinned)); err != nil {
 		return nil, err
 	}

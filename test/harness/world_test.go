@@ -6,11 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
+	"layerd.dev/layerd/pkg/nodestatus"
 	"layerd.dev/layerd/test/harness"
 )
 
@@ -136,6 +139,67 @@ func TestWorld(t *testing.T) {
 		}
 		if b, err := os.ReadFile(kc); err != nil || !strings.Contains(string(b), "token:") {
 			t.Fatalf("kubeconfig %s: %v", kc, err)
+		}
+	})
+
+	t.Run("the_transition_watcher_records_each_change_in_order_across_an_apiserver_restart", func(t *testing.T) {
+		var mu sync.Mutex
+		var notified []string
+		tw, err := w.WatchTransitions(ctx, func(tr harness.Transition) {
+			mu.Lock()
+			defer mu.Unlock()
+			notified = append(notified, tr.Node+" "+tr.Label())
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tw.Stop()
+		set := func(node, state, phase string) {
+			t.Helper()
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:%q}}}`, nodestatus.AnnotationState, state, nodestatus.AnnotationPhase, phase)
+			if _, err := w.Kube.Client.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitNotified := func(n int) {
+			t.Helper()
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				mu.Lock()
+				got := len(notified)
+				mu.Unlock()
+				if got >= n {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d transitions notified, want %d", got, n)
+				}
+			}
+		}
+		set("node-1", "Working", "Draining")
+		set("node-2", "Working", "Rebooting")
+		set("node-2", "Working", "Rebooting") // no change: not a transition
+		waitNotified(2)
+		if err := w.StopAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.StartAPIServer(ctx); err != nil {
+			t.Fatal(err)
+		}
+		set("node-1", "Done", "")
+		waitNotified(3)
+		set("node-2", "Done", "")
+		waitNotified(4)
+		mu.Lock()
+		got := strings.Join(notified, ", ")
+		mu.Unlock()
+		if want := "node-1 Draining, node-2 Rebooting, node-1 Done, node-2 Done"; got != want {
+			t.Errorf("notified %q, want %q", got, want)
+		}
+		if of := tw.Of("node-1"); len(of) != 3 || !of[0].Baseline || of[1].Baseline || of[2].Label() != "Done" {
+			t.Errorf("Of(node-1) = %+v, want the baseline, Draining, Done", of)
+		}
+		if ov := tw.Overlaps(); len(ov) != 1 || !strings.HasPrefix(ov[0], "node-1 and node-2 at +") {
+			t.Errorf("Overlaps() = %v, want node-1 and node-2 once", ov)
 		}
 	})
 
