@@ -32,8 +32,8 @@ func degradedReport(cur State, obs Observed) []Effect {
 // endState is what a failure leaves behind, by reason (DESIGN §2), kept true on every step:
 //   - after the reboot (BootedWrongImage, HealthGateFailed, RolledBack): the slot is kept so the
 //     pool stops; the node is uncordoned (if ours) once it runs Ready;
-//   - after the slot (DrainTimeout, RebootInhibited): uncordon (if ours), release the slot, keep
-//     the locked staged deployment for the retry;
+//   - after the slot (DrainTimeout, RebootInhibited, EtcPolicyFailed, FinalizeFailed): uncordon
+//     (if ours), release the slot, keep the locked staged deployment for the retry;
 //   - before the slot (every other reason): nothing staged, no cordon, no slot.
 func endState(cur State, obs Observed) []Effect {
 	switch cur.Reason {
@@ -42,7 +42,7 @@ func endState(cur State, obs Observed) []Effect {
 			return uncordon(obs)
 		}
 		return nil
-	case reason.DrainTimeout, reason.RebootInhibited:
+	case reason.DrainTimeout, reason.RebootInhibited, reason.EtcPolicyFailed, reason.FinalizeFailed:
 		return concat(uncordon(obs), release(obs))
 	}
 	return tidyAll(cur, obs)

@@ -48,7 +48,7 @@ func TestDerive(t *testing.T) {
 			daemon.PhaseStaging, "", txnPath, "AttachTxn(" + txnPath + ")"},
 		{"killed_after_staging_never_pulls_again", updating(nodestatus.PhaseStaging, func(o *daemon.Observed) {
 			o.Host.StagedDigest, o.Host.StagedImage = digNew, pinNew
-		}), daemon.PhaseStaged, "", "", "Report(Working/Staged)"},
+		}), daemon.PhaseStaged, "", "", "PreviewHost(" + digNew + ")"},
 		{"killed_while_waiting_for_a_slot_asks_again", updating(nodestatus.PhaseWaitingForSlot),
 			daemon.PhaseWaitingForSlot, "", "", "AcquireSlot(default)"},
 		{"killed_after_cordon_drains_without_cordoning_again", updating(nodestatus.PhaseDraining),

@@ -7,7 +7,7 @@ import (
 	"layerd.dev/layerd/pkg/reason"
 )
 
-// Effect is one request to an owner (image, rpmostree, nodestatus, coord, drain, systemd) that
+// Effect is one request to an owner (image, rpmostree, nodestatus, coord, drain, systemd, hostfs) that
 // the agent loop executes. Each is a small value; the set is closed.
 type Effect interface {
 	// Name is the type's name, as Outcome.Effect and Observed.InFlight carry it.
@@ -109,6 +109,36 @@ type RecordBootID struct{ BootID string }
 // reboot (rpmostree.Client.FinalizeDeployment); rpmostree.ErrRebootInitiated is a success.
 type Finalize struct{ Digest string }
 
+// PreviewHost compares the staged deployment of Digest with the booted one and the live /etc
+// and /var (hostfs.PreviewEtc, PreviewVar), writes the host report file and returns the
+// summary in Outcome.HostFS. A failure carries reason.HostPreviewFailed: the update goes on.
+type PreviewHost struct{ Digest string }
+
+// ApplyEtcPolicy (etcPolicy ImageWins), right before Finalize: the local /etc files that
+// conflict with a default the staged deployment of Digest changes are backed up under
+// /var/lib/layerd/etc-backup/<Digest>/ and the booted defaults put back, so the merge at
+// finalization takes the new ones (hostfs.EtcBackupAndApply). Fails with
+// reason.EtcPolicyFailed.
+type ApplyEtcPolicy struct{ Digest string }
+
+// RestoreEtc puts the local /etc files of the ImageWins backup of Digest back
+// (hostfs.RestoreEtc): the update did not reach that digest (finalize failed, cancelled,
+// changed, or a reboot did not boot it).
+type RestoreEtc struct{ Digest string }
+
+// CreateMissingVar (varPolicy CreateMissing), after the boot into Digest: creates what the
+// booted image ships under /var that the host lacks, never changing what exists
+// (hostfs.CreateMissingVar), and writes the host report file. Outcome.HostFS says what was
+// created and what was not; a failure carries reason.VarContentNotApplied.
+type CreateMissingVar struct{ Digest string }
+
+// Warn records a Warning Event with Code and Message (nodestatus.Writer.Warn); the Node's
+// state is untouched.
+type Warn struct {
+	Code    reason.Code
+	Message string
+}
+
 // Report writes the node's state through the nodestatus.Writer setter it names: Done →
 // SetDone(CurrentImage); Degraded → SetDegraded(Reason, Message); Working in Staged →
 // SetStaged(StagedImage, Message); Working → SetWorking(Phase, Message).
@@ -121,46 +151,56 @@ type Report struct {
 	CurrentImage string
 }
 
-func (Resolve) Name() string         { return "Resolve" }
-func (Verify) Name() string          { return "Verify" }
-func (Validate) Name() string        { return "Validate" }
-func (Stage) Name() string           { return "Stage" }
-func (AttachTxn) Name() string       { return "AttachTxn" }
-func (CancelTxn) Name() string       { return "CancelTxn" }
-func (Interrupt) Name() string       { return "Interrupt" }
-func (CleanupPending) Name() string  { return "CleanupPending" }
-func (ClearStaged) Name() string     { return "ClearStaged" }
-func (RecordDigest) Name() string    { return "RecordDigest" }
-func (ClearDigest) Name() string     { return "ClearDigest" }
-func (AckRetry) Name() string        { return "AckRetry" }
-func (AcquireSlot) Name() string     { return "AcquireSlot" }
-func (ReleaseSlot) Name() string     { return "ReleaseSlot" }
-func (Cordon) Name() string          { return "Cordon" }
-func (Uncordon) Name() string        { return "Uncordon" }
-func (Drain) Name() string           { return "Drain" }
-func (CheckInhibitors) Name() string { return "CheckInhibitors" }
-func (RecordBootID) Name() string    { return "RecordBootID" }
-func (Finalize) Name() string        { return "Finalize" }
-func (Report) Name() string          { return "Report" }
+func (Resolve) Name() string          { return "Resolve" }
+func (Verify) Name() string           { return "Verify" }
+func (Validate) Name() string         { return "Validate" }
+func (Stage) Name() string            { return "Stage" }
+func (AttachTxn) Name() string        { return "AttachTxn" }
+func (CancelTxn) Name() string        { return "CancelTxn" }
+func (Interrupt) Name() string        { return "Interrupt" }
+func (CleanupPending) Name() string   { return "CleanupPending" }
+func (ClearStaged) Name() string      { return "ClearStaged" }
+func (RecordDigest) Name() string     { return "RecordDigest" }
+func (ClearDigest) Name() string      { return "ClearDigest" }
+func (AckRetry) Name() string         { return "AckRetry" }
+func (AcquireSlot) Name() string      { return "AcquireSlot" }
+func (ReleaseSlot) Name() string      { return "ReleaseSlot" }
+func (Cordon) Name() string           { return "Cordon" }
+func (Uncordon) Name() string         { return "Uncordon" }
+func (Drain) Name() string            { return "Drain" }
+func (CheckInhibitors) Name() string  { return "CheckInhibitors" }
+func (RecordBootID) Name() string     { return "RecordBootID" }
+func (Finalize) Name() string         { return "Finalize" }
+func (Report) Name() string           { return "Report" }
+func (PreviewHost) Name() string      { return "PreviewHost" }
+func (ApplyEtcPolicy) Name() string   { return "ApplyEtcPolicy" }
+func (RestoreEtc) Name() string       { return "RestoreEtc" }
+func (CreateMissingVar) Name() string { return "CreateMissingVar" }
+func (Warn) Name() string             { return "Warn" }
 
-func (Resolve) effect()         {}
-func (Verify) effect()          {}
-func (Validate) effect()        {}
-func (Stage) effect()           {}
-func (AttachTxn) effect()       {}
-func (CancelTxn) effect()       {}
-func (Interrupt) effect()       {}
-func (CleanupPending) effect()  {}
-func (ClearStaged) effect()     {}
-func (RecordDigest) effect()    {}
-func (ClearDigest) effect()     {}
-func (AckRetry) effect()        {}
-func (AcquireSlot) effect()     {}
-func (ReleaseSlot) effect()     {}
-func (Cordon) effect()          {}
-func (Uncordon) effect()        {}
-func (Drain) effect()           {}
-func (CheckInhibitors) effect() {}
-func (RecordBootID) effect()    {}
-func (Finalize) effect()        {}
-func (Report) effect()          {}
+func (Resolve) effect()          {}
+func (Verify) effect()           {}
+func (Validate) effect()         {}
+func (Stage) effect()            {}
+func (AttachTxn) effect()        {}
+func (CancelTxn) effect()        {}
+func (Interrupt) effect()        {}
+func (CleanupPending) effect()   {}
+func (ClearStaged) effect()      {}
+func (RecordDigest) effect()     {}
+func (ClearDigest) effect()      {}
+func (AckRetry) effect()         {}
+func (AcquireSlot) effect()      {}
+func (ReleaseSlot) effect()      {}
+func (Cordon) effect()           {}
+func (Uncordon) effect()         {}
+func (Drain) effect()            {}
+func (CheckInhibitors) effect()  {}
+func (RecordBootID) effect()     {}
+func (Finalize) effect()         {}
+func (Report) effect()           {}
+func (PreviewHost) effect()      {}
+func (ApplyEtcPolicy) effect()   {}
+func (RestoreEtc) effect()       {}
+func (CreateMissingVar) effect() {}
+func (Warn) effect()             {}

@@ -76,7 +76,7 @@ func (m *Machine) Step(cur State, obs Observed) Decision {
 	if d.Next.Phase != cur.Phase {
 		d.Next.Retries = 0
 	}
-	d.Effects = ackRetry(obs, d.Effects)
+	d.Effects = append(ackRetry(obs, d.Effects), restoreEtc(d.Next, obs)...)
 	return d
 }
 

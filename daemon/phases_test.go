@@ -15,10 +15,11 @@ const aboutNew = imgNew + " (" + digNew + ")"
 
 // messages are the messages the machine reports in each phase of the update to new.
 var messages = map[nodestatus.Phase]string{
-	nodestatus.PhaseResolving:      "Resolving " + imgNew,
-	nodestatus.PhaseVerifying:      "Verifying " + aboutNew,
-	nodestatus.PhaseStaging:        "Staging " + aboutNew,
-	nodestatus.PhaseStaged:         "Staged " + aboutNew + "; it is applied by the next planned reboot",
+	nodestatus.PhaseResolving: "Resolving " + imgNew,
+	nodestatus.PhaseVerifying: "Verifying " + aboutNew,
+	nodestatus.PhaseStaging:   "Staging " + aboutNew,
+	nodestatus.PhaseStaged: "Staged " + aboutNew + "; it is applied by the next planned reboot. " +
+		"/etc: no local edit shadows a new default. /var: the host has everything the image ships.",
 	nodestatus.PhaseWaitingForSlot: "Waiting for a reboot slot of pool default",
 	nodestatus.PhaseDraining:       "Draining the node to reboot into " + aboutNew,
 	nodestatus.PhaseRebooting:      "Rebooting into " + aboutNew,
@@ -73,6 +74,9 @@ func in(p daemon.Phase, change ...func(*daemon.State)) daemon.State {
 
 const anyDelay = -1
 
+// previewed is a Staged state whose preview found nothing to report.
+func previewed(s *daemon.State) { s.Preview = &daemon.HostFSSummary{} }
+
 func TestPhaseHandlers(t *testing.T) {
 	m := newMachine(t)
 	newTarget := targets[imgNew]
@@ -117,12 +121,16 @@ func TestPhaseHandlers(t *testing.T) {
 		{"validated_and_already_staged_never_pulls_again", in(daemon.PhaseVerifying, func(s *daemon.State) { s.Verified = true }),
 			updating(nodestatus.PhaseVerifying, last(daemon.Outcome{Effect: "Validate"}),
 				func(o *daemon.Observed) { o.Host.StagedDigest, o.Host.StagedImage = digNew, pinNew }),
-			daemon.PhaseStaged, "Report(Working/Staged)", 0},
+			daemon.PhaseStaged, "PreviewHost(" + digNew + ")", 0},
 		{"a_rejected_signature_is_permanent", in(daemon.PhaseVerifying),
 			updating(nodestatus.PhaseVerifying, failed("Verify", reason.SignatureRejected)),
 			daemon.PhaseDegraded, "Report(Degraded/SignatureRejected)", 0},
-		{"staged_reports_the_staged_image", in(daemon.PhaseStaging),
+		{"staged_previews_etc_and_var_first", in(daemon.PhaseStaging),
 			updating(nodestatus.PhaseStaging, last(daemon.Outcome{Effect: "Stage"}),
+				func(o *daemon.Observed) { o.Host.StagedDigest, o.Host.StagedImage = digNew, pinNew }),
+			daemon.PhaseStaged, "PreviewHost(" + digNew + ")", 0},
+		{"previewed_reports_the_staged_image", in(daemon.PhaseStaged),
+			updating(nodestatus.PhaseStaging, last(daemon.Outcome{Effect: "PreviewHost", HostFS: &daemon.HostFSSummary{}}),
 				func(o *daemon.Observed) { o.Host.StagedDigest, o.Host.StagedImage = digNew, pinNew }),
 			daemon.PhaseStaged, "Report(Working/Staged)", 0},
 		{"a_success_that_staged_another_digest_is_a_stage_failure", in(daemon.PhaseStaging),
@@ -135,7 +143,7 @@ func TestPhaseHandlers(t *testing.T) {
 		{"an_active_transaction_is_followed_not_doubled", in(daemon.PhaseStaging),
 			updating(nodestatus.PhaseStaging, func(o *daemon.Observed) { o.Host.ActiveTxn = txnPath }),
 			daemon.PhaseStaging, "AttachTxn(" + txnPath + ")", 0},
-		{"staged_and_reported_asks_for_a_slot", in(daemon.PhaseStaged), updating(nodestatus.PhaseStaged),
+		{"staged_and_reported_asks_for_a_slot", in(daemon.PhaseStaged, previewed), updating(nodestatus.PhaseStaged),
 			daemon.PhaseWaitingForSlot, "Report(Working/WaitingForSlot) AcquireSlot(default)", 0},
 		{"a_busy_pool_is_polled", in(daemon.PhaseWaitingForSlot),
 			updating(nodestatus.PhaseWaitingForSlot, last(daemon.Outcome{Effect: "AcquireSlot", Busy: true, Holders: []string{"node-b"}})),
@@ -207,7 +215,7 @@ func TestPhaseHandlers(t *testing.T) {
 			s.Reason, s.RetryAt = reason.DrainTimeout, t0
 		}), updating(nodestatus.PhaseStaged, func(o *daemon.Observed) {
 			o.Node.Status.State, o.Node.Status.Phase, o.Node.Status.Reason = nodestatus.StateDegraded, "", reason.DrainTimeout
-		}), daemon.PhaseStaged, "Report(Working/Staged)", 0},
+		}), daemon.PhaseStaged, "PreviewHost(" + digNew + ")", 0},
 		{"an_error_without_a_reason_is_retried_in_place", in(daemon.PhaseVerifying),
 			updating(nodestatus.PhaseVerifying, last(daemon.Outcome{Effect: "Report", Err: "apiserver unavailable"})),
 			daemon.PhaseVerifying, "", 1800 * time.Millisecond},

@@ -19,17 +19,27 @@ func (m *Machine) staged(cur State, obs Observed) Decision {
 	case !stagedMatches(cur, obs):
 		return m.restartPinned(cur, obs)
 	}
+	previewOutcome(&cur, obs.Last)
 	if eff := actStaged(cur, obs); len(eff) > 0 {
+		cur.Warned = cur.Preview != nil
 		return stay(cur, eff)
 	}
 	next := State{Phase: PhaseWaitingForSlot, Target: cur.Target, Attempt: cur.Attempt}
 	return Decision{Next: next, Effects: actWaiting(next, obs)}
 }
 
+// actStaged previews /etc and /var (once per Staged state: again after a restart), then
+// reports Staged with what the preview found, the first time together with its Warning Events.
 func actStaged(cur State, obs Observed) []Effect {
-	ref := stagedRef(cur, obs)
-	return report(obs, Report{State: nodestatus.StateWorking, Phase: nodestatus.PhaseStaged, StagedImage: ref,
-		Message: "Staged " + about(cur) + "; it is applied by the next planned reboot"})
+	if cur.Preview == nil {
+		return []Effect{PreviewHost{Digest: cur.Target.Digest}}
+	}
+	r := report(obs, Report{State: nodestatus.StateWorking, Phase: nodestatus.PhaseStaged,
+		StagedImage: stagedRef(cur, obs), Message: stagedMessage(cur, obs)})
+	if len(r) == 0 || cur.Warned {
+		return r
+	}
+	return concat(previewWarnings(cur, obs), r)
 }
 
 func (m *Machine) waitingForSlot(cur State, obs Observed) Decision {
@@ -95,8 +105,8 @@ func actDraining(cur State, obs Observed) []Effect {
 	return append(out, Drain{})
 }
 
-// rebooting checks inhibitors, records the boot ID, reports Rebooting and finalizes, holding the
-// slot. It finalizes only while the boot ID is the one recorded, so it never reboots twice;
+// rebooting checks inhibitors, records the boot ID, reports Rebooting, applies etcPolicy
+// ImageWins and finalizes, holding the slot. It finalizes only while the boot ID is the one recorded, so it never reboots twice;
 // changes of desired-image wait for the boot.
 func (m *Machine) rebooting(cur State, obs Observed) Decision {
 	if rebooted(obs) {
@@ -105,7 +115,8 @@ func (m *Machine) rebooting(cur State, obs Observed) Decision {
 	}
 	last := obs.Last
 	switch {
-	case last.failedWithCode(CheckInhibitors{}.Name()), last.failedWithCode(Finalize{}.Name()):
+	case last.failedWithCode(CheckInhibitors{}.Name()), last.failedWithCode(ApplyEtcPolicy{}.Name()),
+		last.failedWithCode(Finalize{}.Name()):
 		return m.fail(cur, obs, last.Code, last.Err)
 	case last.Succeeded(Finalize{}.Name()):
 		cur.Finalized = true
@@ -132,6 +143,7 @@ func actRebooting(cur State, obs Observed) []Effect {
 		out = append(out, RecordBootID{BootID: obs.Node.BootID})
 	}
 	out = append(out, working(obs, PhaseRebooting, "Rebooting into "+about(cur))...)
+	out = append(out, applyEtcPolicy(cur, obs)...)
 	return append(out, Finalize{Digest: cur.Target.Digest})
 }
 
@@ -151,6 +163,9 @@ func (m *Machine) confirming(cur State, obs Observed) Decision {
 		return m.fail(cur, obs, reason.BootedWrongImage, msg)
 	}
 	if eff := working(obs, PhaseConfirming, confirmingMessage(cur)); len(eff) > 0 {
+		return stay(cur, eff)
+	}
+	if eff, done := varAfterBoot(&cur, obs); !done {
 		return stay(cur, eff)
 	}
 	if !obs.Node.Ready {

@@ -27,6 +27,12 @@ type State struct {
 	Holders []string
 	// Finalized (Rebooting) is set once FinalizeDeployment returned: the reboot is under way.
 	Finalized bool
+	// Preview (Staged) is what PreviewHost found in /etc and /var; nil until it ran.
+	Preview *HostFSSummary
+	// Warned (Staged) is set once the preview's Warning Events were asked for.
+	Warned bool
+	// VarCreated (Confirming) is set once CreateMissingVar ran (varPolicy CreateMissing).
+	VarCreated bool
 	// Reason and Message (Degraded) say why the update failed.
 	Reason  reason.Code
 	Message string
@@ -65,6 +71,8 @@ type Observed struct {
 	Host HostView
 	// SlotHeld is true while this node holds a reboot slot of its pool (coord.Slots.Held).
 	SlotHeld bool
+	// Policy is the pool's etcPolicy and varPolicy (read while the Node is Working or Degraded).
+	Policy Policy
 	// InFlight names the effect still running (Effect.Name), "" when none.
 	InFlight string
 	// Last is the outcome of the effects of the previous Step (zero when none ran).
@@ -98,6 +106,41 @@ type HostView struct {
 	ActiveTxn string
 	// PreviousBootError is the previous boot's finalize error from the journal ("" when none).
 	PreviousBootError string
+	// EtcBackups are the digests of etcPolicy ImageWins backups made from the booted
+	// deployment and not restored: /etc holds the booted defaults instead of the admin's
+	// versions until they are finalized into that digest or put back (RestoreEtc).
+	EtcBackups []string
+}
+
+// Policy is the pool's etcPolicy and varPolicy (hostfs.PolicyFromRaw; docs/hostfs.md).
+type Policy struct {
+	// EtcImageWins (etcPolicy ImageWins): right before finalizing, local /etc edits that
+	// conflict with a changed default are set aside so the new default applies. Otherwise
+	// (Keep) they are only reported.
+	EtcImageWins bool
+	// VarCreateMissing (varPolicy CreateMissing): after the boot, what the image ships under
+	// /var that the host lacks is created. Otherwise (Report) it is only reported.
+	VarCreateMissing bool
+	// Problem says why a value was not understood (the default was used instead); "" when none.
+	Problem string
+}
+
+// HostFSSummary is what PreviewHost found in the host's /etc and /var, or what
+// CreateMissingVar did, as counts and the first paths (hostfs.Summary).
+type HostFSSummary struct {
+	// Err is why the preview could not be made ("" when it was).
+	Err string
+	// EtcConflicts counts local /etc edits that shadow a default the staged image changes.
+	EtcConflicts     int
+	EtcConflictPaths []string
+	// VarNotApplied counts what the image ships under /var that the host lacks or has
+	// otherwise (PreviewHost), or still does not have as shipped (CreateMissingVar).
+	VarNotApplied int
+	VarPaths      []string
+	// VarCreated counts the paths CreateMissingVar created.
+	VarCreated int
+	// Limit is the walk limit a preview stopped at ("" when it looked at everything).
+	Limit string
 }
 
 // Outcome is how the effects of the previous Step ended: the last effect executed, which is
@@ -119,6 +162,8 @@ type Outcome struct {
 	// Busy and Holders (AcquireSlot): every slot of the pool is held, by Holders. Not a failure.
 	Busy    bool
 	Holders []string
+	// HostFS is what PreviewHost found or CreateMissingVar did.
+	HostFS *HostFSSummary
 }
 
 // Failed reports whether the effect failed (an interruption is not a failure).

@@ -149,7 +149,8 @@ func TestStepNeverLeavesTheTable(t *testing.T) {
 	m := newMachine(t)
 	outcomes := []daemon.Outcome{{}}
 	for _, name := range []string{"Resolve", "Verify", "Validate", "Stage", "AttachTxn", "CancelTxn", "AcquireSlot",
-		"Cordon", "Drain", "CheckInhibitors", "RecordBootID", "Finalize", "Report"} {
+		"Cordon", "Drain", "CheckInhibitors", "RecordBootID", "Finalize", "Report", "PreviewHost", "ApplyEtcPolicy",
+		"RestoreEtc", "CreateMissingVar", "Warn"} {
 		tg := targets[imgNew]
 		outcomes = append(outcomes,
 			daemon.Outcome{Effect: name, Target: &tg, Size: 1},
@@ -158,7 +159,9 @@ func TestStepNeverLeavesTheTable(t *testing.T) {
 			daemon.Outcome{Effect: name, Err: "apiserver down"},
 			daemon.Outcome{Effect: name, Err: "context canceled", Interrupted: true})
 	}
-	outcomes = append(outcomes, daemon.Outcome{Effect: "AcquireSlot", Busy: true, Holders: []string{"b"}})
+	outcomes = append(outcomes, daemon.Outcome{Effect: "AcquireSlot", Busy: true, Holders: []string{"b"}},
+		daemon.Outcome{Effect: "PreviewHost", HostFS: &conflicts},
+		daemon.Outcome{Effect: "CreateMissingVar", HostFS: &daemon.HostFSSummary{VarCreated: 1, VarNotApplied: 1}})
 	n := 0
 	for _, p := range daemon.Phases() {
 		if p == daemon.PhaseRollingBack {
@@ -166,7 +169,7 @@ func TestStepNeverLeavesTheTable(t *testing.T) {
 		}
 		for _, desired := range []string{"", imgOld, imgNew, imgOther} {
 			for _, staged := range []string{"", digNew, digOther} {
-				for _, bits := range []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 31} {
+				for _, bits := range []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 31, 32, 33, 41, 64, 65, 73, 97, 105, 127} {
 					for _, last := range outcomes {
 						obs := gridObs(desired, staged, bits, last)
 						cur := daemon.State{Phase: p, Target: targets[imgNew], Reason: reason.PullFailed}
@@ -206,6 +209,12 @@ func gridObs(desired, staged string, bits int, last daemon.Outcome) daemon.Obser
 	if bits&16 != 0 {
 		obs.Host.ActiveTxn = txnPath
 		st.Retry = "r1"
+	}
+	if bits&32 != 0 {
+		obs.Policy = daemon.Policy{EtcImageWins: true, VarCreateMissing: true}
+	}
+	if bits&64 != 0 {
+		obs.Host.EtcBackups = []string{digNew}
 	}
 	obs.Last = last
 	return obs
@@ -248,7 +257,39 @@ func checkSafety(t *testing.T, p daemon.Phase, obs daemon.Observed, d daemon.Dec
 			}
 		}
 	}
+	checkHostFSSafety(t, p, obs, d)
 	if long > 1 {
 		t.Errorf("%s: %d long effects in one decision: %s", p, long, describe(d.Effects))
+	}
+}
+
+// checkHostFSSafety: ImageWins is applied only by a slot holder right before finalizing the same
+// digest and never undone in the same decision; a backup is never put back for the booted
+// digest; /var content is created only from the booted deployment.
+func checkHostFSSafety(t *testing.T, p daemon.Phase, obs daemon.Observed, d daemon.Decision) {
+	t.Helper()
+	applied := map[string]bool{}
+	for i, e := range d.Effects {
+		switch e := e.(type) {
+		case daemon.ApplyEtcPolicy:
+			if !obs.SlotHeld {
+				t.Errorf("%s: ApplyEtcPolicy without the slot", p)
+			}
+			if i+1 >= len(d.Effects) || d.Effects[i+1] != (daemon.Finalize{Digest: e.Digest}) {
+				t.Errorf("%s: ApplyEtcPolicy(%s) not right before its Finalize: %s", p, e.Digest, describe(d.Effects))
+			}
+			applied[e.Digest] = true
+		case daemon.RestoreEtc:
+			if applied[e.Digest] || slices.Contains(d.Effects, daemon.Effect(daemon.ApplyEtcPolicy{Digest: e.Digest})) {
+				t.Errorf("%s: RestoreEtc and ApplyEtcPolicy of %s in one decision: %s", p, e.Digest, describe(d.Effects))
+			}
+			if e.Digest == obs.Host.BootedDigest {
+				t.Errorf("%s: RestoreEtc of the booted digest", p)
+			}
+		case daemon.CreateMissingVar:
+			if e.Digest != obs.Host.BootedDigest {
+				t.Errorf("%s: CreateMissingVar(%s) while %s is booted", p, e.Digest, obs.Host.BootedDigest)
+			}
+		}
 	}
 }

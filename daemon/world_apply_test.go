@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"layerd.dev/layerd/daemon"
@@ -104,6 +105,35 @@ func (w *world) apply(e daemon.Effect) daemon.Outcome {
 			w.t.Errorf("finalized %s, staged is %q", e.Digest, h.StagedDigest)
 		}
 		w.reboot()
+	case daemon.PreviewHost:
+		if h.StagedDigest != e.Digest {
+			w.t.Errorf("previewed %s, staged is %q", e.Digest, h.StagedDigest)
+		}
+		p := w.preview
+		ok.HostFS = &p
+	case daemon.Warn:
+		w.warnings = append(w.warnings, string(e.Code)+": "+e.Message)
+	case daemon.ApplyEtcPolicy:
+		w.mustHoldSlot(e)
+		if h.StagedDigest != e.Digest || st.Phase != nodestatus.PhaseRebooting {
+			w.t.Errorf("applied ImageWins for %s in phase %s, staged %q", e.Digest, st.Phase, h.StagedDigest)
+		}
+		if !slices.Contains(h.EtcBackups, e.Digest) {
+			h.EtcBackups = append(h.EtcBackups, e.Digest)
+		}
+		w.etcLocal = false
+	case daemon.RestoreEtc:
+		if !slices.Contains(h.EtcBackups, e.Digest) {
+			w.t.Errorf("restored %s, backups are %v", e.Digest, h.EtcBackups)
+		}
+		h.EtcBackups = slices.DeleteFunc(h.EtcBackups, func(d string) bool { return d == e.Digest })
+		w.etcLocal = true
+	case daemon.CreateMissingVar:
+		if h.BootedDigest != e.Digest {
+			w.t.Errorf("created /var content of %s, booted is %s", e.Digest, h.BootedDigest)
+		}
+		c := w.created
+		ok.HostFS = &c
 	default:
 		w.t.Fatalf("world cannot apply %T", e)
 	}
@@ -139,6 +169,10 @@ func (w *world) reboot() {
 		h.PreviousBootError = "error: Finalizing deployment: bwrap: Operation not permitted"
 	} else {
 		h.BootedDigest, h.BootedImage = h.StagedDigest, h.StagedImage
+		// The backups were made from the deployment booted before: they are the record of
+		// the admin's versions now, no longer ones to put back.
+		w.backedUp = append(w.backedUp, h.EtcBackups...)
+		h.EtcBackups = nil
 	}
 	h.StagedDigest, h.StagedImage, h.ActiveTxn = "", "", ""
 	node.Ready, node.ReadySince = true, w.obs.Now.Add(5*60e9)

@@ -100,6 +100,16 @@ func describe(effects []daemon.Effect) string {
 			out = append(out, "RecordBootID("+e.BootID+")")
 		case daemon.Finalize:
 			out = append(out, "Finalize("+e.Digest+")")
+		case daemon.PreviewHost:
+			out = append(out, "PreviewHost("+e.Digest+")")
+		case daemon.ApplyEtcPolicy:
+			out = append(out, "ApplyEtcPolicy("+e.Digest+")")
+		case daemon.RestoreEtc:
+			out = append(out, "RestoreEtc("+e.Digest+")")
+		case daemon.CreateMissingVar:
+			out = append(out, "CreateMissingVar("+e.Digest+")")
+		case daemon.Warn:
+			out = append(out, "Warn("+string(e.Code)+")")
 		default:
 			out = append(out, e.Name())
 		}
@@ -130,6 +140,13 @@ type world struct {
 	txn string
 	// wrongBoot: the next reboot boots the old deployment (finalize failed at shutdown).
 	wrongBoot bool
+	// preview is what PreviewHost finds; created is what CreateMissingVar reports.
+	preview, created daemon.HostFSSummary
+	// etcLocal is false while the admin's /etc edits are set aside by ImageWins (applied and
+	// not restored); backedUp lists the digests whose backup holds them after the boot.
+	etcLocal bool
+	backedUp []string
+	warnings []string // Warn effects as Code: Message
 
 	applied  int
 	effects  []string // every effect applied, described
@@ -144,7 +161,7 @@ type world struct {
 
 func newWorld(t *testing.T, obs daemon.Observed) *world {
 	w := &world{t: t, m: newMachine(t), obs: obs, byDigest: map[string]daemon.Target{}, images: map[string]daemon.Target{},
-		fail: map[string]daemon.Outcome{}, bootN: 1}
+		fail: map[string]daemon.Outcome{}, bootN: 1, etcLocal: true}
 	for img, tg := range targets {
 		w.images[img] = tg
 		w.byDigest[tg.Digest] = tg

@@ -23,6 +23,7 @@ import (
 	"layerd.dev/layerd/daemon/agent"
 	"layerd.dev/layerd/pkg/coord"
 	"layerd.dev/layerd/pkg/drain"
+	"layerd.dev/layerd/pkg/hostfs"
 	"layerd.dev/layerd/pkg/image"
 	"layerd.dev/layerd/pkg/logging"
 	"layerd.dev/layerd/pkg/metrics"
@@ -43,6 +44,8 @@ type agentFlags struct {
 	policy, registriesD, registriesConf, pullSecret string
 	namespace, metricsAddr, healthAddr              string
 	logFormat, logJournal                           string
+	drainTimeout, slotLease                         time.Duration
+	hostfsMaxFiles, hostfsMaxBytes                  int64
 }
 
 // agentSettings are the flags checked and completed.
@@ -78,6 +81,9 @@ func (f agentFlags) settings(getenv func(string) string, journalAvailable func()
 		return s, &usageError{fmt.Errorf("--log-journal %q: want auto, on or off", f.logJournal)}
 	}
 	s.sysroot = filepath.Join(f.hostRoot, "sysroot")
+	if f.hostfsMaxFiles < 0 || f.hostfsMaxBytes < 0 {
+		return s, &usageError{fmt.Errorf("--hostfs-max-files %d, --hostfs-max-bytes %d: want ≥ 0", f.hostfsMaxFiles, f.hostfsMaxBytes)}
+	}
 	return s, nil
 }
 
@@ -113,6 +119,10 @@ func newAgentCmd(stderr io.Writer) *cobra.Command {
 	fl.StringVar(&f.healthAddr, "health-addr", ":9101", "address of /healthz and /readyz (empty: off)")
 	fl.StringVar(&f.logFormat, "log-format", string(logging.FormatJSON), "log format: json or console")
 	fl.StringVar(&f.logJournal, "log-journal", "auto", "also log to journald: auto (when its socket exists), on or off")
+	fl.DurationVar(&f.drainTimeout, "drain-timeout", drain.DefaultTimeout, "bound of one drain; a pool's drainTimeout in layerd-config wins")
+	fl.DurationVar(&f.slotLease, "slot-lease-duration", coord.DefaultLeaseDuration, "leaseDurationSeconds of the reboot-slot Leases this agent holds (whole seconds, at least 3s; renewed every third)")
+	fl.Int64Var(&f.hostfsMaxFiles, "hostfs-max-files", hostfs.DefaultMaxFiles, "entries one /etc or /var preview may visit (0: the default)")
+	fl.Int64Var(&f.hostfsMaxBytes, "hostfs-max-bytes", hostfs.DefaultMaxBytes, "file bytes one /etc or /var preview may read (0: the default)")
 	return cmd
 }
 
@@ -176,11 +186,12 @@ func runAgent(ctx context.Context, s agentSettings, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	slots, err := coord.New(kube, s.namespace, clk, log)
+	slots, err := coord.New(kube, s.namespace, clk, log, coord.WithLeaseDuration(s.slotLease))
 	if err != nil {
 		return err
 	}
-	drainer, err := drain.New(kube, s.nodeName, drain.Options{}, log)
+	drainer, err := drain.New(kube, s.nodeName, drain.Options{Timeout: s.drainTimeout, PodSelector: agentPodsExcluded}, log,
+		drain.WithPolicy(poolPolicy(slots, s.nodeName)))
 	if err != nil {
 		return err
 	}
@@ -197,9 +208,14 @@ func runAgent(ctx context.Context, s agentSettings, stderr io.Writer) error {
 		return err
 	}
 
+	hfs, err := hostfs.New(hostfs.Options{HostRoot: s.hostRoot, Log: log,
+		Limits: hostfs.Limits{MaxFiles: s.hostfsMaxFiles, MaxBytes: s.hostfsMaxBytes}})
+	if err != nil {
+		return err
+	}
 	a, err := agent.New(agent.Deps{
 		Kube: kube, Machine: machine, Status: writer, Slots: slots, Drainer: drainer, Images: images,
-		Host: host, Disk: agent.StatfsDisk{Path: s.sysroot}, Inhibitors: inhibitors, Metrics: m, Health: health,
+		Host: host, Disk: agent.StatfsDisk{Path: s.sysroot}, HostFS: hfs, Inhibitors: inhibitors, Metrics: m, Health: health,
 		Notifier: systemd.Notifier{}, Clock: clk, Log: base,
 	}, agent.Config{NodeName: s.nodeName})
 	if err != nil {
@@ -209,6 +225,19 @@ func runAgent(ctx context.Context, s agentSettings, stderr io.Writer) error {
 		log.Warn("sd_notify READY", zap.Error(err))
 	}
 	return a.Run(ctx)
+}
+
+// agentPodsExcluded keeps the drain off the agent's own pods (the DaemonSet's label): the reboot
+// ends them and the DaemonSet brings them back. A pool's podSelector narrows it further.
+const agentPodsExcluded = "app!=layerd-agent"
+
+// poolPolicy is the drain's policy source: the node's pool (its label, read now) and that
+// pool's fields in layerd-config.
+func poolPolicy(slots *coord.Slots, node string) drain.PolicySource {
+	return func(ctx context.Context) (drain.Policy, error) {
+		pool, p, err := slots.NodePolicy(ctx, node)
+		return drain.Policy{Pool: pool, Raw: p.Raw}, err
+	}
 }
 
 // runAuthPath is where rpm-ostree looks for registry credentials first (the host's /run).

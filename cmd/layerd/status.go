@@ -28,10 +28,12 @@ func openRPMOSTreeStatus(ctx context.Context) (statusReader, error) {
 	return rpmostree.New(ctx, rpmostree.Options{})
 }
 
-// newStatusCmd is `layerd status [--json]`: this host's booted, staged and rollback
-// deployments as a table, or as bootc-compatible JSON (bootc status --format=json).
+// newStatusCmd is `layerd status [--json] [--verbose]`: this host's booted, staged and rollback
+// deployments as a table, or as bootc-compatible JSON (bootc status --format=json) with a
+// "layerd" member; then the agent's last /etc and /var report and the /etc drift.
 func newStatusCmd(open openStatusReader) *cobra.Command {
 	var asJSON bool
+	var ho statusHostOptions
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show this host's deployments: booted, staged and rollback",
@@ -50,15 +52,23 @@ func newStatusCmd(open openStatusReader) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("reading rpm-ostree status: %w", err)
 			}
+			hs := readHostStatus(ctx, st, ho)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(rpmostree.ToBootcHost(st))
+				return enc.Encode(statusJSON{BootcHost: rpmostree.ToBootcHost(st), Layerd: hs})
 			}
-			return writeStatusTable(cmd.OutOrStdout(), st)
+			if err := writeStatusTable(cmd.OutOrStdout(), st); err != nil {
+				return err
+			}
+			return writeHostStatus(cmd.OutOrStdout(), hs, ho.verbose)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON compatible with `bootc status --format=json`")
+	fl := cmd.Flags()
+	fl.BoolVar(&asJSON, "json", false, "print JSON compatible with `bootc status --format=json`, with a \"layerd\" member")
+	fl.BoolVarP(&ho.verbose, "verbose", "v", false, "list every path: conflicts, /var paths not applied or created, /etc drift")
+	fl.StringVar(&ho.hostRoot, "host-root", "/", "the host's root (its /etc, /var and sysroot); /host in the agent's pod")
+	fl.StringVar(&ho.report, "report", defaultReportPath, "the agent's host report file")
 	return cmd
 }
 

@@ -11,6 +11,8 @@
 //	drain      Cordon, Uncordon, Drain                (Drainer; Cordon/Uncordon also record
 //	                                                   cordoned-by through the StatusWriter)
 //	systemd    CheckInhibitors                        (Inhibitors)
+//	hostfs     PreviewHost, ApplyEtcPolicy,
+//	           RestoreEtc, CreateMissingVar           (HostFS; Warn through the StatusWriter)
 //
 // The loop follows the contract of package daemon: Step with the zero State at start (the
 // machine derives it from the Node, rpm-ostree and the Lease), execute the Effects in order in
@@ -32,6 +34,7 @@ import (
 
 	"layerd.dev/layerd/daemon"
 	"layerd.dev/layerd/pkg/coord"
+	"layerd.dev/layerd/pkg/hostfs"
 	"layerd.dev/layerd/pkg/image"
 	"layerd.dev/layerd/pkg/nodestatus"
 	"layerd.dev/layerd/pkg/reason"
@@ -57,6 +60,7 @@ type StatusWriter interface {
 	RecordRebootBootID(ctx context.Context, bootID string) error
 	SetCordonedBy(ctx context.Context) error
 	ClearCordonedBy(ctx context.Context) error
+	Warn(ctx context.Context, code reason.Code, message string) error
 }
 
 // Slots are the pool's reboot slots (*coord.Slots).
@@ -65,6 +69,8 @@ type Slots interface {
 	Release(ctx context.Context, slot coord.Slot) error
 	Held(ctx context.Context, node string) (coord.Slot, bool, error)
 	Keep(ctx context.Context, slot coord.Slot) error
+	// Config reads the pool policy ConfigMap (etcPolicy and varPolicy are read from it).
+	Config(ctx context.Context) (coord.Config, error)
 }
 
 // Drainer cordons, drains and uncordons the node (*drain.Drainer).
@@ -83,6 +89,18 @@ type Host interface {
 	FinalizeDeployment(ctx context.Context, checksum string, opts rpmostree.FinalizeOptions) error
 }
 
+// HostFS is the host's /etc and /var against its deployments (*hostfs.Host, docs/hostfs.md).
+type HostFS interface {
+	PreviewEtc(ctx context.Context, booted, staged hostfs.DeploymentRef) (*hostfs.EtcReport, error)
+	PreviewVar(ctx context.Context, staged hostfs.DeploymentRef) (*hostfs.VarReport, error)
+	EtcDrift(ctx context.Context, booted hostfs.DeploymentRef) (*hostfs.EtcReport, error)
+	EtcBackupAndApply(ctx context.Context, rep *hostfs.EtcReport, digest string) (*hostfs.EtcBackup, error)
+	RestoreEtc(ctx context.Context, digest string) (*hostfs.EtcBackup, error)
+	EtcBackups() ([]*hostfs.EtcBackup, error)
+	CreateMissingVar(ctx context.Context, rep *hostfs.VarReport) ([]hostfs.VarResult, error)
+	NewReport(etc *hostfs.EtcReport, vr *hostfs.VarReport, results []hostfs.VarResult) *hostfs.Report
+}
+
 // Disk tells the free space of the sysroot staging writes into.
 type Disk interface {
 	Free(ctx context.Context) (uint64, error)
@@ -97,6 +115,7 @@ type Metrics interface {
 	Rebooted()
 	AddStagingBytes(n uint64)
 	SetInfo(booted, staged string)
+	SetEtcDriftFiles(n int)
 }
 
 // Health is what /healthz and /readyz answer from (*metrics.Health).
@@ -120,6 +139,7 @@ type Deps struct {
 	Images     image.Verifier
 	Host       Host
 	Disk       Disk
+	HostFS     HostFS
 	Inhibitors systemd.Inhibitors
 	Metrics    Metrics
 	Health     Health
@@ -142,7 +162,13 @@ type Config struct {
 	CancelGrace time.Duration
 	// Initiator is the transaction title other rpm-ostree clients see (default "layerd agent").
 	Initiator string
+	// ReportPath is where the host report of the /etc and /var preview is written (default
+	// DefaultReportPath).
+	ReportPath string
 }
+
+// DefaultReportPath is the host report file: the host's /run is the DaemonSet pod's /run.
+const DefaultReportPath = "/run/layerd/report.json"
 
 // Agent is the update loop of one node.
 type Agent struct {
@@ -157,6 +183,11 @@ type Agent struct {
 	stopKeep context.CancelFunc
 	resolved map[string]*image.Resolved // by pinned reference, as Resolve returned it
 	stagedAt uint64                     // DownloadProgress bytes seen in the current Stage
+	problem  string                     // the last pool policy problem logged
+
+	drift    sync.WaitGroup // the /etc drift measurement in the background
+	driftMu  sync.Mutex
+	drifting bool
 }
 
 // New returns the agent of cfg.NodeName, rejecting a missing dependency. It does no I/O.
@@ -164,12 +195,12 @@ func New(d Deps, cfg Config) (*Agent, error) {
 	missing := map[string]bool{
 		"Kube": d.Kube == nil, "Machine": d.Machine == nil, "Status": d.Status == nil,
 		"Slots": d.Slots == nil, "Drainer": d.Drainer == nil, "Images": d.Images == nil,
-		"Host": d.Host == nil, "Disk": d.Disk == nil, "Inhibitors": d.Inhibitors == nil,
+		"Host": d.Host == nil, "Disk": d.Disk == nil, "HostFS": d.HostFS == nil, "Inhibitors": d.Inhibitors == nil,
 		"Metrics": d.Metrics == nil, "Health": d.Health == nil, "Notifier": d.Notifier == nil, "Clock": d.Clock == nil,
 		"Log": d.Log == nil,
 	}
 	var errs []error
-	for _, name := range []string{"Kube", "Machine", "Status", "Slots", "Drainer", "Images", "Host", "Disk",
+	for _, name := range []string{"Kube", "Machine", "Status", "Slots", "Drainer", "Images", "Host", "Disk", "HostFS",
 		"Inhibitors", "Metrics", "Health", "Notifier", "Clock", "Log"} {
 		if missing[name] {
 			errs = append(errs, fmt.Errorf("agent: nil dependency %s", name))
@@ -192,6 +223,9 @@ func New(d Deps, cfg Config) (*Agent, error) {
 	}
 	if cfg.Initiator == "" {
 		cfg.Initiator = "layerd agent"
+	}
+	if cfg.ReportPath == "" {
+		cfg.ReportPath = DefaultReportPath
 	}
 	return &Agent{
 		d: d, cfg: cfg, log: d.Log.With(zap.String("node", cfg.NodeName)),

@@ -37,7 +37,7 @@ func TestNew(t *testing.T) {
 		if err == nil {
 			t.Fatal("New accepted empty Deps")
 		}
-		for _, name := range []string{"Kube", "Machine", "Status", "Slots", "Drainer", "Images", "Host", "Clock", "node name"} {
+		for _, name := range []string{"Kube", "Machine", "Status", "Slots", "Drainer", "Images", "Host", "HostFS", "Clock", "node name"} {
 			if !strings.Contains(err.Error(), name) {
 				t.Errorf("error %q does not name %s", err, name)
 			}

@@ -57,6 +57,10 @@ func (a *Agent) execute(ctx context.Context, log *zap.Logger, e daemon.Effect) d
 		out = a.validate(ctx, e)
 	case daemon.AcquireSlot:
 		out = a.acquire(ctx, e)
+	case daemon.PreviewHost:
+		out = a.previewHost(ctx, log, e)
+	case daemon.CreateMissingVar:
+		out = a.createMissingVar(ctx, log, e)
 	default:
 		out = daemon.OutcomeOf(e, a.do(ctx, log, e))
 	}
@@ -122,6 +126,13 @@ func (a *Agent) do(ctx context.Context, log *zap.Logger, e daemon.Effect) error 
 		return a.finalize(ctx, log, e)
 	case daemon.Report:
 		return a.report(ctx, e)
+	case daemon.ApplyEtcPolicy:
+		return a.applyEtcPolicy(ctx, log, e)
+	case daemon.RestoreEtc:
+		return a.restoreEtc(ctx, log, e)
+	case daemon.Warn:
+		a.d.Metrics.Error(e.Code)
+		return w.Warn(ctx, e.Code, e.Message)
 	}
 	return fmt.Errorf("unknown effect %s", e.Name())
 }
@@ -225,7 +236,12 @@ func (a *Agent) checkInhibitors(ctx context.Context, log *zap.Logger) error {
 func (a *Agent) finalize(ctx context.Context, log *zap.Logger, e daemon.Finalize) error {
 	log.Info("finalizing the staged deployment; rpm-ostree reboots the node")
 	err := a.d.Host.FinalizeDeployment(ctx, e.Digest, rpmostree.FinalizeOptions{InitiatingCommandLine: a.cfg.Initiator})
-	if err != nil && !errors.Is(err, rpmostree.ErrRebootInitiated) && !errors.Is(err, rpmostree.ErrDaemonLost) {
+	var te *rpmostree.TxnError
+	switch {
+	case errors.As(err, &te):
+		// rpm-ostree ran the transaction and it failed: the deployment stays staged.
+		return coded(reason.FinalizeFailed, fmt.Errorf("finalizing %s: %w", e.Digest, err))
+	case err != nil && !errors.Is(err, rpmostree.ErrRebootInitiated) && !errors.Is(err, rpmostree.ErrDaemonLost):
 		return fmt.Errorf("finalizing %s: %w", e.Digest, err)
 	}
 	a.d.Metrics.Rebooted()

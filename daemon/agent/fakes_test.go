@@ -2,9 +2,12 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -14,12 +17,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/clock"
 
 	"layerd.dev/layerd/daemon"
 	"layerd.dev/layerd/daemon/agent"
 	"layerd.dev/layerd/pkg/coord"
 	"layerd.dev/layerd/pkg/drain"
+	"layerd.dev/layerd/pkg/hostfs"
 	"layerd.dev/layerd/pkg/image"
 	"layerd.dev/layerd/pkg/metrics"
 	"layerd.dev/layerd/pkg/nodestatus"
@@ -46,6 +51,8 @@ type fakeHost struct {
 	calls      []string
 	stageBlock func(ctx context.Context) error // runs inside StageImage when set
 	onFinalize func(digest string)
+	// finalizeErr fails the next FinalizeDeployment (then it is cleared).
+	finalizeErr error
 }
 
 var _ agent.Host = (*fakeHost)(nil)
@@ -116,6 +123,11 @@ func (h *fakeHost) Cleanup(_ context.Context, elements []string, _ rpmostree.Cle
 func (h *fakeHost) FinalizeDeployment(_ context.Context, checksum string, _ rpmostree.FinalizeOptions) error {
 	h.record("FinalizeDeployment " + checksum)
 	h.mu.Lock()
+	if err := h.finalizeErr; err != nil {
+		h.finalizeErr = nil
+		h.mu.Unlock()
+		return err
+	}
 	if h.staged != checksum {
 		h.mu.Unlock()
 		return fmt.Errorf("finalize %s: staged is %q", checksum, h.staged)
@@ -148,6 +160,10 @@ type fixture struct {
 	stop     context.CancelFunc
 	done     chan error
 	bootN    int
+	// root is the host root hostfs works on: sysroot/ with a deployment directory per digest
+	// (deploymentDir), and the live etc/ and var/; run/ holds the report file.
+	root   string
+	report string
 }
 
 func readyNode(desired string) *corev1.Node {
@@ -180,8 +196,21 @@ func newFixture(t *testing.T, node *corev1.Node, host *fakeHost) *fixture {
 func newFixtureWithClock(t *testing.T, node *corev1.Node, host *fakeHost, clk clock.Clock) *fixture {
 	t.Helper()
 	f := &fixture{t: t, kube: fake.NewClientset(node), host: host, images: &image.Fake{ResolveFunc: resolver},
-		drainer: drain.NewFake(false), metrics: metrics.New(nodeName), inhib: &systemd.FakeInhibitors{}, notifier: &fakeNotifier{}, bootN: 1}
+		drainer: drain.NewFake(false), metrics: metrics.New(nodeName), inhib: &systemd.FakeInhibitors{}, notifier: &fakeNotifier{}, bootN: 1,
+		root: t.TempDir()}
+	f.report = filepath.Join(f.root, "run", "layerd", "report.json")
+	for _, d := range []struct{ dig, level string }{{baseDig, "1"}, {v2Dig, "2"}, {v3Dig, "1"}} {
+		f.write(filepath.Join(f.deploymentDir(d.dig), "usr/etc/app.conf"), "level="+d.level+"\n")
+		f.mkdir(filepath.Join(f.deploymentDir(d.dig), "var"))
+	}
+	f.write(filepath.Join(f.root, "etc/app.conf"), "level=1\n")
+	f.mkdir(filepath.Join(f.root, "var/lib"))
+	f.mkdir(filepath.Join(f.root, "var/log"))
 	log := zaptest.NewLogger(t)
+	hfs, err := hostfs.New(hostfs.Options{HostRoot: f.root, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	w, err := nodestatus.New(f.kube, nodeName, clk, log, nodestatus.WithEventNamespace(namespace))
 	if err != nil {
 		t.Fatal(err)
@@ -203,14 +232,91 @@ func newFixtureWithClock(t *testing.T, node *corev1.Node, host *fakeHost, clk cl
 	}
 	f.agent, err = agent.New(agent.Deps{
 		Kube: f.kube, Machine: m, Status: w, Slots: slots, Drainer: f.drainer, Images: f.images, Host: host,
-		Disk: fakeDisk{free: 1 << 40}, Inhibitors: f.inhib, Metrics: f.metrics, Health: health,
+		Disk: fakeDisk{free: 1 << 40}, HostFS: hfs, Inhibitors: f.inhib, Metrics: f.metrics, Health: health,
 		Notifier: f.notifier, Clock: clk, Log: log,
-	}, agent.Config{NodeName: nodeName, RetryInterval: 20 * time.Millisecond})
+	}, agent.Config{NodeName: nodeName, RetryInterval: 20 * time.Millisecond, ReportPath: f.report})
 	if err != nil {
 		t.Fatal(err)
 	}
 	host.onFinalize = func(string) { f.reboot() }
 	return f
+}
+
+// deploymentDir is the deployment directory of dig in the fixture's sysroot, as fakeHost
+// reports it (stateroot fcos, checksum = the digest's hex, serial 0).
+func (f *fixture) deploymentDir(dig string) string {
+	return filepath.Join(f.root, "sysroot/ostree/deploy/fcos/deploy", dig[7:]+".0")
+}
+
+func (f *fixture) write(path, content string) {
+	f.t.Helper()
+	f.mkdir(filepath.Dir(path))
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) mkdir(path string) {
+	f.t.Helper()
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) read(path string) string {
+	f.t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// poolPolicy writes the layerd-config ConfigMap with pools.yaml (call before start).
+func (f *fixture) poolPolicy(poolsYAML string) {
+	f.t.Helper()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: coord.ConfigMapName, Namespace: namespace},
+		Data: map[string]string{coord.ConfigKeyPools: poolsYAML}}
+	if _, err := f.kube.CoreV1().ConfigMaps(namespace).Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// events returns the node's Events as "Reason: message".
+func (f *fixture) events() []string {
+	f.t.Helper()
+	l, err := f.kube.CoreV1().Events(namespace).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range l.Items {
+		out = append(out, e.Reason+": "+e.Message)
+	}
+	return out
+}
+
+// messages returns every layerd.dev/message the agent patched onto the Node, in order.
+func (f *fixture) messages() []string {
+	var out []string
+	for _, a := range f.kube.Actions() {
+		p, ok := a.(k8stesting.PatchAction)
+		if !ok || a.GetResource().Resource != "nodes" {
+			continue
+		}
+		var doc struct {
+			Metadata struct {
+				Annotations map[string]*string `json:"annotations"`
+			} `json:"metadata"`
+		}
+		if json.Unmarshal(p.GetPatch(), &doc) != nil {
+			continue
+		}
+		if m := doc.Metadata.Annotations[nodestatus.AnnotationMessage]; m != nil {
+			out = append(out, *m)
+		}
+	}
+	return out
 }
 
 // reboot gives the Node a new boot ID, as the kubelet reports after the host rebooted.

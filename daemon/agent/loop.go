@@ -36,6 +36,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.stopKeeping()
+	defer func() { cancel(); a.drift.Wait() }()
+	a.startDrift(ctx)
 	a.d.Health.SetReady(true, "")
 	a.log.Info("agent started; watching the node")
 	return a.loop(ctx, nodes)
@@ -163,6 +165,9 @@ func (a *Agent) loop(ctx context.Context, nodes cache.Store) error {
 					return fmt.Errorf("update state machine in %s: %w", state.Phase, d.Err)
 				}
 				a.transition(state, d, obs)
+				if state.Phase != "" && state.Phase != daemon.PhaseDone && d.Next.Phase == daemon.PhaseDone {
+					a.startDrift(ctx) // an update ended: /etc is the new image's
+				}
 				state = d.Next
 				if len(d.Effects) > 0 {
 					running = a.start(ctx, state, d.Effects)
@@ -217,8 +222,17 @@ func (a *Agent) observe(ctx context.Context, node *corev1.Node) (daemon.Observed
 		return daemon.Observed{}, fmt.Errorf("reading rpm-ostree status: %w", err)
 	}
 	h := hostView(st)
+	h.EtcBackups = a.etcBackups(st)
 	a.d.Metrics.SetInfo(h.BootedDigest, h.StagedDigest)
-	return daemon.Observed{Now: a.d.Clock.Now(), Node: nodeView(node), Host: h, SlotHeld: a.slotHeld()}, nil
+	obs := daemon.Observed{Now: a.d.Clock.Now(), Node: nodeView(node), Host: h, SlotHeld: a.slotHeld()}
+	if st := obs.Node.Status.State; st == nodestatus.StateWorking || st == nodestatus.StateDegraded {
+		// The policy decides in Staged, Rebooting and Confirming: read while an update runs or
+		// may resume.
+		if obs.Policy, err = a.policy(ctx, node); err != nil {
+			return daemon.Observed{}, err
+		}
+	}
+	return obs, nil
 }
 
 // transition logs a change of phase and keeps the phase metrics.

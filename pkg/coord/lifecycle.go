@@ -199,6 +199,22 @@ func (s *Slots) Config(ctx context.Context) (Config, error) {
 	return cfg, nil
 }
 
+// NodePolicy reads node (one GET) and returns its pool (nodestatus.PoolOf: the label
+// layerd.dev/pool, default "default") and that pool's policy from the layerd-config ConfigMap,
+// as they are now. The drain reads its per-pool settings through it at every drain.
+func (s *Slots) NodePolicy(ctx context.Context, node string) (string, PoolPolicy, error) {
+	n, err := s.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return "", PoolPolicy{}, fmt.Errorf("reading node %s for its pool: %w", node, err)
+	}
+	pool := nodestatus.PoolOf(n)
+	cfg, err := s.Config(ctx)
+	if err != nil {
+		return pool, PoolPolicy{}, fmt.Errorf("reading the policy of pool %s: %w", pool, err)
+	}
+	return pool, cfg.Pool(pool), nil
+}
+
 // PoolSize counts the Nodes of pool with label-selector lists (the default pool also holds
 // Nodes without the label or with an empty one). Lists are served from the watch cache.
 func (s *Slots) PoolSize(ctx context.Context, pool string) (int, error) {

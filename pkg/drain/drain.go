@@ -13,6 +13,7 @@ package drain
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -49,13 +50,35 @@ const reportTimeout = 10 * time.Second
 type Drainer struct {
 	client kubernetes.Interface
 	node   string
-	opts   settings
+	base   Options  // the constructor's options; a pool policy is laid over them
+	opts   settings // what this Drain call uses
+	policy PolicySource
 	log    *zap.Logger
 }
 
+// Policy is the pool policy that applies to the node now: its pool and that pool's fields
+// (coord.PoolPolicy.Raw), of which Drain reads drainTimeout and drain (see ApplyPolicy).
+type Policy struct {
+	Pool string
+	Raw  map[string]json.RawMessage
+}
+
+// PolicySource reads the node's pool policy. It is called at the start of every Drain.
+type PolicySource func(ctx context.Context) (Policy, error)
+
+// Option configures a Drainer beyond its Options.
+type Option func(*Drainer)
+
+// WithPolicy makes every Drain read the node's pool policy from src first and lay its drain
+// settings over the constructor's Options (Options.ApplyPolicy), so a changed policy applies
+// to the next drain without a restart. An invalid policy fails that Drain with a *PolicyError
+// before anything is evicted; an error from src is returned wrapped. Cordon and Uncordon do
+// not read the policy.
+func WithPolicy(src PolicySource) Option { return func(d *Drainer) { d.policy = src } }
+
 // New returns a Drainer for node. It rejects a nil client or logger, an empty node name and
 // invalid options.
-func New(client kubernetes.Interface, node string, opts Options, log *zap.Logger) (*Drainer, error) {
+func New(client kubernetes.Interface, node string, opts Options, log *zap.Logger, options ...Option) (*Drainer, error) {
 	switch {
 	case client == nil:
 		return nil, errors.New("drain: nil Kubernetes client")
@@ -68,19 +91,67 @@ func New(client kubernetes.Interface, node string, opts Options, log *zap.Logger
 	if err != nil {
 		return nil, fmt.Errorf("drain: %w", err)
 	}
-	return &Drainer{client: client, node: node, opts: s, log: log.With(zap.String("node", node))}, nil
+	d := &Drainer{client: client, node: node, base: opts, opts: s, log: log.With(zap.String("node", node))}
+	for _, o := range options {
+		o(d)
+	}
+	return d, nil
+}
+
+// forPool returns the Drainer one Drain call uses: d itself without a policy source, else a
+// copy with the pool's current drain settings laid over the constructor's Options.
+func (d *Drainer) forPool(ctx context.Context) (*Drainer, error) {
+	if d.policy == nil {
+		return d, nil
+	}
+	p, err := d.policy(ctx)
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("draining node %s: %w", d.node, ctx.Err())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("draining node %s: reading its pool's drain settings: %w", d.node, err)
+	}
+	opts, err := d.base.ApplyPolicy(p.Raw)
+	if err != nil {
+		pe := &PolicyError{Node: d.node, Pool: p.Pool, Err: err}
+		d.log.Warn("drain refused, nothing evicted", zap.String("pool", p.Pool), zap.Error(pe))
+		return nil, pe
+	}
+	s, err := opts.resolve()
+	if err != nil { // ApplyPolicy validated opts: not reached
+		return nil, &PolicyError{Node: d.node, Pool: p.Pool, Err: err}
+	}
+	run := *d
+	run.opts = s
+	run.log.Info("drain settings of the pool", zap.String("pool", p.Pool), zap.Duration("timeout", s.timeout),
+		zap.Bool("ignoreDaemonSets", s.ignoreDaemonSets), zap.Bool("deleteEmptyDirData", s.deleteEmptyDirData),
+		zap.Int("gracePeriodSeconds", s.gracePeriodSeconds), zap.Bool("force", s.force),
+		zap.String("podSelector", s.podSelector), zap.Int("skipWaitForDeleteTimeoutSeconds", s.skipWaitSeconds))
+	return &run, nil
 }
 
 // Drain evicts every pod on the node the options allow, through the Eviction API, and waits
 // until they are gone. PDBs are honoured: an eviction a budget refuses (HTTP 429) is retried
 // every EvictionRetryInterval until Timeout. Pods get their own grace period unless
 // GracePeriodSeconds overrides it. DaemonSet pods and mirror pods are left alone (by default).
+// With WithPolicy, the options are the constructor's with the pool's drain settings read now
+// laid over them.
 //
-// Errors: *RefusedError when the node runs pods the options forbid evicting (nothing was
-// evicted); *TimeoutError when Timeout or ctx's deadline passed first; ctx.Err() wrapped when
-// ctx was cancelled; other errors wrapped with context. Drain is idempotent: calling it again
+// Errors: *PolicyError when the pool's drain settings are invalid and *RefusedError when the
+// node runs pods the options forbid evicting (in both cases nothing was evicted);
+// *TimeoutError when Timeout or ctx's deadline passed first; ctx.Err() wrapped when ctx was
+// cancelled; other errors wrapped with context. Drain is idempotent: calling it again
 // continues where a timed-out drain stopped.
 func (d *Drainer) Drain(ctx context.Context) error {
+	run, err := d.forPool(ctx)
+	if err != nil {
+		return err
+	}
+	return run.drain(ctx)
+}
+
+// drain is Drain with d.opts settled.
+func (d *Drainer) drain(ctx context.Context) error {
 	began := d.opts.clock.Now()
 	dctx, cancel := context.WithTimeout(ctx, d.opts.timeout)
 	defer cancel()

@@ -109,6 +109,36 @@ func (e *RefusedError) Error() string {
 // and the message says why.
 func (e *RefusedError) Reason() reason.Code { return reason.DrainTimeout }
 
+// PolicyError is returned by Drain, before it evicts anything, when the drain settings of the
+// node's pool policy (drainTimeout, drain) are invalid: a malformed duration or selector, an
+// unknown field. The node is not drained until the policy is fixed. Error() is one sentence of
+// at most nodestatus.MaxMessageBytes, naming the pool and the bad setting.
+type PolicyError struct {
+	// Node is the node that was to be drained.
+	Node string
+	// Pool is the node's pool, whose policy holds the bad setting.
+	Pool string
+	// Err says which setting is wrong and why.
+	Err error
+}
+
+// Error names the pool and the setting.
+func (e *PolicyError) Error() string {
+	return nodestatus.Truncate(fmt.Sprintf("drain refused, nothing evicted: invalid drain settings in the policy of pool %s: %v",
+		e.Pool, e.Err), nodestatus.MaxMessageBytes)
+}
+
+// Unwrap returns Err.
+func (e *PolicyError) Unwrap() error { return e.Err }
+
+// Reason returns reason.DrainTimeout, the one drain failure code.
+func (e *PolicyError) Reason() reason.Code { return reason.DrainTimeout }
+
+// ReasonCode implements reason.Coded.
+func (e *PolicyError) ReasonCode() reason.Code { return reason.DrainTimeout }
+
+var _ reason.Coded = (*PolicyError)(nil)
+
 // listPart is one clause: lead, a list of items that is shortened to fit, trail.
 type listPart struct {
 	lead  string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -115,14 +116,15 @@ const (
 	PolicyKeyDrain   = "drain"
 )
 
-// policyDrain is the pool policy's drain object.
+// policyDrain is the pool policy's drain object. Every field is a pointer: nil is "not set
+// here", so ApplyPolicy keeps the value it lays the policy over.
 type policyDrain struct {
-	IgnoreDaemonSets         *bool    `json:"ignoreDaemonSets"`
-	DeleteEmptyDirData       *bool    `json:"deleteEmptyDirData"`
-	GracePeriodSeconds       *int64   `json:"gracePeriodSeconds"`
-	Force                    *bool    `json:"force"`
-	PodSelector              string   `json:"podSelector"`
-	SkipWaitForDeleteTimeout Duration `json:"skipWaitForDeleteTimeout"`
+	IgnoreDaemonSets         *bool     `json:"ignoreDaemonSets"`
+	DeleteEmptyDirData       *bool     `json:"deleteEmptyDirData"`
+	GracePeriodSeconds       *int64    `json:"gracePeriodSeconds"`
+	Force                    *bool     `json:"force"`
+	PodSelector              *string   `json:"podSelector"`
+	SkipWaitForDeleteTimeout *Duration `json:"skipWaitForDeleteTimeout"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s", "10m").
@@ -142,7 +144,17 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// OptionsFromPolicy reads a pool's drain settings from its policy fields (coord.PoolPolicy.Raw):
+// OptionsFromPolicy reads a pool's drain settings from its policy fields (coord.PoolPolicy.Raw)
+// over the defaults: Options{}.ApplyPolicy(raw).
+func OptionsFromPolicy(raw map[string]json.RawMessage) (Options, error) {
+	o, err := Options{}.ApplyPolicy(raw)
+	if err != nil {
+		return Options{}, fmt.Errorf("pool policy: %w", err)
+	}
+	return o, nil
+}
+
+// ApplyPolicy returns o with a pool's drain settings (coord.PoolPolicy.Raw) laid over it:
 //
 //	drainTimeout: 15m
 //	drain:
@@ -153,14 +165,19 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 //	  podSelector: "app!=batch"
 //	  skipWaitForDeleteTimeout: 5m
 //
-// Missing fields keep their defaults. Unknown fields inside drain are errors. The values are
-// validated as New would.
-func OptionsFromPolicy(raw map[string]json.RawMessage) (Options, error) {
-	var o Options
+// A field the policy sets replaces o's, except podSelector, which narrows o.PodSelector (both
+// must match: the selectors are joined with a comma), so a selector the caller always applies,
+// such as the agent's app!=layerd-agent, cannot be lifted by a pool. Fields the policy leaves
+// out keep o's values. drainTimeout must be positive; unknown fields inside drain are errors;
+// the result is validated as New would.
+func (o Options) ApplyPolicy(raw map[string]json.RawMessage) (Options, error) {
 	if v, ok := raw[PolicyKeyTimeout]; ok {
 		var d Duration
 		if err := json.Unmarshal(v, &d); err != nil {
-			return Options{}, fmt.Errorf("pool policy %s: %w", PolicyKeyTimeout, err)
+			return Options{}, fmt.Errorf("%s: %w", PolicyKeyTimeout, err)
+		}
+		if d <= 0 {
+			return Options{}, fmt.Errorf("%s %s: want a positive duration", PolicyKeyTimeout, time.Duration(d))
 		}
 		o.Timeout = time.Duration(d)
 	}
@@ -169,17 +186,41 @@ func OptionsFromPolicy(raw map[string]json.RawMessage) (Options, error) {
 		dec := json.NewDecoder(bytes.NewReader(v))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&p); err != nil {
-			return Options{}, fmt.Errorf("pool policy %s: %w", PolicyKeyDrain, err)
+			return Options{}, fmt.Errorf("%s: %w", PolicyKeyDrain, err)
 		}
-		o.IgnoreDaemonSets = p.IgnoreDaemonSets
-		o.DeleteEmptyDirData = p.DeleteEmptyDirData
-		o.GracePeriodSeconds = p.GracePeriodSeconds
-		o.Force = p.Force != nil && *p.Force
-		o.PodSelector = p.PodSelector
-		o.SkipWaitForDeleteTimeout = time.Duration(p.SkipWaitForDeleteTimeout)
+		if p.IgnoreDaemonSets != nil {
+			o.IgnoreDaemonSets = p.IgnoreDaemonSets
+		}
+		if p.DeleteEmptyDirData != nil {
+			o.DeleteEmptyDirData = p.DeleteEmptyDirData
+		}
+		if p.GracePeriodSeconds != nil {
+			o.GracePeriodSeconds = p.GracePeriodSeconds
+		}
+		if p.Force != nil {
+			o.Force = *p.Force
+		}
+		if p.PodSelector != nil {
+			o.PodSelector = joinSelectors(o.PodSelector, *p.PodSelector)
+		}
+		if p.SkipWaitForDeleteTimeout != nil {
+			o.SkipWaitForDeleteTimeout = time.Duration(*p.SkipWaitForDeleteTimeout)
+		}
 	}
 	if _, err := o.resolve(); err != nil {
-		return Options{}, fmt.Errorf("pool policy: %w", err)
+		return Options{}, err
 	}
 	return o, nil
+}
+
+// joinSelectors ANDs two label selectors (either may be empty).
+func joinSelectors(a, b string) string {
+	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "," + b
 }

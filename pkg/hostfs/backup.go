@@ -139,6 +139,39 @@ func (h *Host) RestoreEtc(ctx context.Context, digest string) (*EtcBackup, error
 	return b, nil
 }
 
+// EtcBackups returns the manifests of the ImageWins backups that were not
+// restored (<BackupDir>/<digest>/manifest.json), sorted by digest. A
+// backup is active from EtcBackupAndApply until RestoreEtc retires it; one
+// whose digest was booted stays as the record of the local versions. A
+// directory without a manifest (a backup interrupted before /etc was
+// touched) is skipped; no backup directory is none.
+func (h *Host) EtcBackups() ([]*EtcBackup, error) {
+	vr, err := openLive(h.vr)
+	if err != nil {
+		return nil, fmt.Errorf("etc backups: %w", err)
+	}
+	defer vr.Close()
+	names, err := readDirNames(vr, BackupDir)
+	if err != nil {
+		return nil, fmt.Errorf("etc backups: %w", err)
+	}
+	var out []*EtcBackup
+	for _, name := range names {
+		if !digestRE.MatchString(name) {
+			continue // <digest>.restored.<nanos>, temporary files
+		}
+		b, err := loadManifest(vr, BackupDir+"/"+name)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("etc backups: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
 type backupRoots struct{ etc, vr, old *os.Root }
 
 func (h *Host) openBackupRoots(booted *DeploymentRef) (*backupRoots, error) {

@@ -87,6 +87,10 @@ func TestImageWinsBacksUpAndRestores(t *testing.T) {
 		if got := readString(t, filepath.Join(backupDir, "files/app.conf")); got != "level=local\n" {
 			t.Errorf("backup app.conf %q", got)
 		}
+		bs, err := h.EtcBackups()
+		if err != nil || len(bs) != 1 || bs[0].Digest != digest || bs[0].Booted != ref(n.booted) || len(bs[0].Files) != 4 {
+			t.Errorf("EtcBackups %+v, %v; want the one backup of %s made from the booted deployment", bs, err, digest)
+		}
 		again, err := h.PreviewEtc(ctx, ref(n.booted), ref(staged))
 		if err != nil {
 			t.Fatal(err)
@@ -103,6 +107,9 @@ func TestImageWinsBacksUpAndRestores(t *testing.T) {
 		assertLocal(t)
 		if _, err := os.Stat(backupDir); !os.IsNotExist(err) {
 			t.Errorf("backup not retired after restore: %v", err)
+		}
+		if bs, err := h.EtcBackups(); err != nil || len(bs) != 0 {
+			t.Errorf("EtcBackups after restore %+v, %v; want none (retired)", bs, err)
 		}
 	})
 

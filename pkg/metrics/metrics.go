@@ -107,7 +107,7 @@ func New(node string) *Metrics {
 		}),
 		etcDrift: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: NameEtcDriftFiles,
-			Help: "Files in /etc that differ from the booted image's defaults (not yet measured: 0).",
+			Help: "Paths in /etc that differ from the booted image's defaults, measured at start and after each update.",
 		}),
 		phases: map[nodestatus.Phase]bool{},
 		states: map[nodestatus.State]bool{},

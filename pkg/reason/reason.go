@@ -29,12 +29,15 @@ const (
 	InsufficientDisk     Code = "InsufficientDisk"
 	DrainTimeout         Code = "DrainTimeout"
 	RebootInhibited      Code = "RebootInhibited"
+	FinalizeFailed       Code = "FinalizeFailed"
 	ConflictingUpdater   Code = "ConflictingUpdater"
 	BootedWrongImage     Code = "BootedWrongImage"
 	HealthGateFailed     Code = "HealthGateFailed"
 	RolledBack           Code = "RolledBack"
 	EtcConflict          Code = "EtcConflict"
 	VarContentNotApplied Code = "VarContentNotApplied"
+	EtcPolicyFailed      Code = "EtcPolicyFailed"
+	HostPreviewFailed    Code = "HostPreviewFailed"
 )
 
 // Info describes one code.
@@ -63,12 +66,15 @@ var table = []Info{
 	{InsufficientDisk, "The sysroot has less free space than the image needs.", false},
 	{DrainTimeout, "Evicting the node's pods did not finish in time.", false},
 	{RebootInhibited, "A logind inhibitor or the reboot policy blocks the reboot.", false},
+	{FinalizeFailed, "rpm-ostree could not finalize the staged deployment; it stays staged for the retry.", false},
 	{ConflictingUpdater, "Another updater (zincati, MCO, a running rpm-ostree transaction) owns the host.", false},
 	{BootedWrongImage, "After the reboot the booted image is not the desired digest.", true},
 	{HealthGateFailed, "Health checks failed after the reboot.", true},
 	{RolledBack, "The node was rolled back to its previous image.", true},
 	{EtcConflict, "Local /etc edits shadow a changed image default (warning).", false},
 	{VarContentNotApplied, "The image ships /var content the host lacks; it is not applied (warning).", false},
+	{EtcPolicyFailed, "etcPolicy ImageWins could not set the conflicting local /etc files aside before the reboot; they were put back.", false},
+	{HostPreviewFailed, "The /etc and /var preview of the staged image could not be made; the update goes on without it (warning).", false},
 }
 
 // All returns every code in documentation order.
