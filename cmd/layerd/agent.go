@@ -28,6 +28,7 @@ import (
 	"layerd.dev/layerd/pkg/logging"
 	"layerd.dev/layerd/pkg/metrics"
 	"layerd.dev/layerd/pkg/nodestatus"
+	"layerd.dev/layerd/pkg/updaters"
 	"layerd.dev/layerd/rpmostree"
 	"layerd.dev/layerd/systemd"
 )
@@ -46,6 +47,7 @@ type agentFlags struct {
 	logFormat, logJournal                           string
 	drainTimeout, slotLease                         time.Duration
 	hostfsMaxFiles, hostfsMaxBytes                  int64
+	registerDriver                                  bool
 }
 
 // agentSettings are the flags checked and completed.
@@ -84,6 +86,12 @@ func (f agentFlags) settings(getenv func(string) string, journalAvailable func()
 	if f.hostfsMaxFiles < 0 || f.hostfsMaxBytes < 0 {
 		return s, &usageError{fmt.Errorf("--hostfs-max-files %d, --hostfs-max-bytes %d: want ≥ 0", f.hostfsMaxFiles, f.hostfsMaxBytes)}
 	}
+	if f.drainTimeout <= 0 {
+		return s, &usageError{fmt.Errorf("--drain-timeout %v: want a positive duration", f.drainTimeout)}
+	}
+	if f.slotLease < coord.MinLeaseDuration || f.slotLease%time.Second != 0 {
+		return s, &usageError{fmt.Errorf("--slot-lease-duration %v: want whole seconds, at least %v", f.slotLease, coord.MinLeaseDuration)}
+	}
 	return s, nil
 }
 
@@ -121,6 +129,8 @@ func newAgentCmd(stderr io.Writer) *cobra.Command {
 	fl.StringVar(&f.logJournal, "log-journal", "auto", "also log to journald: auto (when its socket exists), on or off")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", drain.DefaultTimeout, "bound of one drain; a pool's drainTimeout in layerd-config wins")
 	fl.DurationVar(&f.slotLease, "slot-lease-duration", coord.DefaultLeaseDuration, "leaseDurationSeconds of the reboot-slot Leases this agent holds (whole seconds, at least 3s; renewed every third)")
+	fl.BoolVar(&f.registerDriver, "register-driver", true, "register with rpm-ostree as the host's update driver (register-driver=layerd) when staging; "+
+		"turn off where rpm-ostreed cannot find the agent's systemd unit (pods under the kubelet's cgroupfs driver)")
 	fl.Int64Var(&f.hostfsMaxFiles, "hostfs-max-files", hostfs.DefaultMaxFiles, "entries one /etc or /var preview may visit (0: the default)")
 	fl.Int64Var(&f.hostfsMaxBytes, "hostfs-max-bytes", hostfs.DefaultMaxBytes, "file bytes one /etc or /var preview may read (0: the default)")
 	return cmd
@@ -166,6 +176,18 @@ func runAgent(ctx context.Context, s agentSettings, stderr io.Writer) error {
 	}
 	defer func() { _ = sysBus.Close() }()
 	inhibitors, err := systemd.NewLogindInhibitors(sysBus)
+	if err != nil {
+		return err
+	}
+	units, err := systemd.NewSystemdUnits(sysBus)
+	if err != nil {
+		return err
+	}
+	others, err := updaters.New(updaters.Options{HostRoot: s.hostRoot, Units: units})
+	if err != nil {
+		return err
+	}
+	finalizeLog, err := systemd.NewJournalctlFinalizeLog(filepath.Join(s.hostRoot, "var", "log", "journal"), systemd.ExecRunner{})
 	if err != nil {
 		return err
 	}
@@ -215,9 +237,9 @@ func runAgent(ctx context.Context, s agentSettings, stderr io.Writer) error {
 	}
 	a, err := agent.New(agent.Deps{
 		Kube: kube, Machine: machine, Status: writer, Slots: slots, Drainer: drainer, Images: images,
-		Host: host, Disk: agent.StatfsDisk{Path: s.sysroot}, HostFS: hfs, Inhibitors: inhibitors, Metrics: m, Health: health,
+		Host: host, Disk: agent.StatfsDisk{Path: s.sysroot}, HostFS: hfs, Updaters: others, Finalize: finalizeLog, Inhibitors: inhibitors, Metrics: m, Health: health,
 		Notifier: systemd.Notifier{}, Clock: clk, Log: base,
-	}, agent.Config{NodeName: s.nodeName})
+	}, agent.Config{NodeName: s.nodeName, RegisterDriver: s.registerDriver})
 	if err != nil {
 		return err
 	}

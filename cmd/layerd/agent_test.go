@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -11,7 +12,8 @@ import (
 func TestAgentCmd(t *testing.T) {
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	never := func() bool { return false }
-	base := agentFlags{hostRoot: "/host", namespace: "layerd-system", logFormat: "json", logJournal: "auto"}
+	base := agentFlags{hostRoot: "/host", namespace: "layerd-system", logFormat: "json", logJournal: "auto",
+		drainTimeout: 10 * time.Minute, slotLease: 5 * time.Minute, registerDriver: true}
 
 	t.Run("takes_the_node_name_from_the_downward_API_env", func(t *testing.T) {
 		s, err := base.settings(env(map[string]string{nodeNameEnv: "node-7"}), never)
@@ -57,6 +59,23 @@ func TestAgentCmd(t *testing.T) {
 			t.Errorf("--log-journal sometimes accepted")
 		}
 	})
+	t.Run("bad_durations_and_limits_are_usage_errors", func(t *testing.T) {
+		for name, edit := range map[string]func(*agentFlags){
+			"zero drain timeout":        func(f *agentFlags) { f.drainTimeout = 0 },
+			"negative drain timeout":    func(f *agentFlags) { f.drainTimeout = -time.Second },
+			"lease below the minimum":   func(f *agentFlags) { f.slotLease = 2 * time.Second },
+			"lease in fractions":        func(f *agentFlags) { f.slotLease = 4500 * time.Millisecond },
+			"negative hostfs max files": func(f *agentFlags) { f.hostfsMaxFiles = -1 },
+		} {
+			f := base
+			f.nodeName = "n"
+			edit(&f)
+			var ue *usageError
+			if _, err := f.settings(env(nil), never); !errors.As(err, &ue) {
+				t.Errorf("%s: want a usage error, got %v", name, err)
+			}
+		}
+	})
 	t.Run("a_bad_log_format_is_a_usage_error", func(t *testing.T) {
 		f := base
 		f.nodeName, f.logFormat = "n", "xml"
@@ -74,7 +93,8 @@ func TestAgentCmd(t *testing.T) {
 			t.Fatalf("no agent command: %v", err)
 		}
 		for _, name := range []string{"node-name", "kubeconfig", "host-root", "policy", "registries-d", "registries-conf",
-			"pull-secret", "namespace", "metrics-addr", "health-addr", "log-format", "log-journal"} {
+			"pull-secret", "namespace", "metrics-addr", "health-addr", "log-format", "log-journal",
+			"drain-timeout", "slot-lease-duration", "register-driver", "hostfs-max-files", "hostfs-max-bytes"} {
 			if cmd.Flags().Lookup(name) == nil {
 				t.Errorf("flag --%s missing", name)
 			}

@@ -38,6 +38,7 @@ import (
 	"layerd.dev/layerd/pkg/image"
 	"layerd.dev/layerd/pkg/nodestatus"
 	"layerd.dev/layerd/pkg/reason"
+	"layerd.dev/layerd/pkg/updaters"
 	"layerd.dev/layerd/rpmostree"
 	"layerd.dev/layerd/systemd"
 )
@@ -140,6 +141,8 @@ type Deps struct {
 	Host       Host
 	Disk       Disk
 	HostFS     HostFS
+	Updaters   updaters.Checker
+	Finalize   systemd.FinalizeLog
 	Inhibitors systemd.Inhibitors
 	Metrics    Metrics
 	Health     Health
@@ -162,6 +165,10 @@ type Config struct {
 	CancelGrace time.Duration
 	// Initiator is the transaction title other rpm-ostree clients see (default "layerd agent").
 	Initiator string
+	// RegisterDriver registers the agent with rpm-ostree as the host's update driver
+	// (register-driver=layerd) on every Stage. Off for hosts whose rpm-ostreed cannot find the
+	// caller's systemd unit (pods under the kubelet's cgroupfs driver).
+	RegisterDriver bool
 	// ReportPath is where the host report of the /etc and /var preview is written (default
 	// DefaultReportPath).
 	ReportPath string
@@ -185,6 +192,9 @@ type Agent struct {
 	stagedAt uint64                     // DownloadProgress bytes seen in the current Stage
 	problem  string                     // the last pool policy problem logged
 
+	finalizeRead bool   // the previous boot's finalize error was read from the journal
+	finalizeErr  string // what it said ("" when finalization did not fail)
+
 	drift    sync.WaitGroup // the /etc drift measurement in the background
 	driftMu  sync.Mutex
 	drifting bool
@@ -195,13 +205,14 @@ func New(d Deps, cfg Config) (*Agent, error) {
 	missing := map[string]bool{
 		"Kube": d.Kube == nil, "Machine": d.Machine == nil, "Status": d.Status == nil,
 		"Slots": d.Slots == nil, "Drainer": d.Drainer == nil, "Images": d.Images == nil,
-		"Host": d.Host == nil, "Disk": d.Disk == nil, "HostFS": d.HostFS == nil, "Inhibitors": d.Inhibitors == nil,
+		"Host": d.Host == nil, "Disk": d.Disk == nil, "HostFS": d.HostFS == nil,
+		"Updaters": d.Updaters == nil, "Finalize": d.Finalize == nil, "Inhibitors": d.Inhibitors == nil,
 		"Metrics": d.Metrics == nil, "Health": d.Health == nil, "Notifier": d.Notifier == nil, "Clock": d.Clock == nil,
 		"Log": d.Log == nil,
 	}
 	var errs []error
 	for _, name := range []string{"Kube", "Machine", "Status", "Slots", "Drainer", "Images", "Host", "Disk", "HostFS",
-		"Inhibitors", "Metrics", "Health", "Notifier", "Clock", "Log"} {
+		"Updaters", "Finalize", "Inhibitors", "Metrics", "Health", "Notifier", "Clock", "Log"} {
 		if missing[name] {
 			errs = append(errs, fmt.Errorf("agent: nil dependency %s", name))
 		}

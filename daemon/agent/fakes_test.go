@@ -28,6 +28,7 @@ import (
 	"layerd.dev/layerd/pkg/image"
 	"layerd.dev/layerd/pkg/metrics"
 	"layerd.dev/layerd/pkg/nodestatus"
+	"layerd.dev/layerd/pkg/updaters"
 	"layerd.dev/layerd/rpmostree"
 	"layerd.dev/layerd/systemd"
 )
@@ -53,6 +54,11 @@ type fakeHost struct {
 	onFinalize func(digest string)
 	// finalizeErr fails the next FinalizeDeployment (then it is cleared).
 	finalizeErr error
+	// bootOld makes FinalizeDeployment reboot into the old deployment (finalization failed at
+	// shutdown, as ostree-finalize-staged.service would).
+	bootOld bool
+	// drivers are the register-driver values of the StageImage calls.
+	drivers []string
 }
 
 var _ agent.Host = (*fakeHost)(nil)
@@ -87,6 +93,9 @@ func (h *fakeHost) Status(context.Context) (*rpmostree.Status, error) {
 
 func (h *fakeHost) StageImage(ctx context.Context, pinned string, opts rpmostree.RebaseOptions) (*rpmostree.StageResult, error) {
 	h.record("StageImage " + pinned)
+	h.mu.Lock()
+	h.drivers = append(h.drivers, opts.RegisterDriver)
+	h.mu.Unlock()
 	if !opts.LockFinalization {
 		return nil, errors.New("staged without lock-finalization")
 	}
@@ -102,6 +111,12 @@ func (h *fakeHost) StageImage(ctx context.Context, pinned string, opts rpmostree
 	defer h.mu.Unlock()
 	h.staged = rpmostree.DigestOf(pinned)
 	return &rpmostree.StageResult{Deployment: deployment(h.staged, false, true), Started: true}, nil
+}
+
+func (h *fakeHost) Drivers() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.drivers...)
 }
 
 func (h *fakeHost) Attach(ctx context.Context, address string, _ rpmostree.ProgressFunc) error {
@@ -132,13 +147,36 @@ func (h *fakeHost) FinalizeDeployment(_ context.Context, checksum string, _ rpmo
 		h.mu.Unlock()
 		return fmt.Errorf("finalize %s: staged is %q", checksum, h.staged)
 	}
-	h.booted, h.staged = h.staged, ""
+	if !h.bootOld {
+		h.booted = h.staged
+	}
+	h.staged = ""
 	cb := h.onFinalize
 	h.mu.Unlock()
 	if cb != nil {
 		go cb(checksum)
 	}
 	return nil
+}
+
+// fakeFinalizeLog answers PreviousBootFinalizeError with msg and counts the reads.
+type fakeFinalizeLog struct {
+	mu    sync.Mutex
+	msg   string
+	reads int
+}
+
+func (l *fakeFinalizeLog) PreviousBootFinalizeError(context.Context) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reads++
+	return l.msg, nil
+}
+
+func (l *fakeFinalizeLog) Reads() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reads
 }
 
 type fakeDisk struct{ free uint64 }
@@ -155,6 +193,8 @@ type fixture struct {
 	drainer  *drain.Fake
 	metrics  *metrics.Metrics
 	inhib    *systemd.FakeInhibitors
+	updaters *updaters.Fake
+	finalize *fakeFinalizeLog
 	notifier *fakeNotifier
 	agent    *agent.Agent
 	stop     context.CancelFunc
@@ -197,6 +237,7 @@ func newFixtureWithClock(t *testing.T, node *corev1.Node, host *fakeHost, clk cl
 	t.Helper()
 	f := &fixture{t: t, kube: fake.NewClientset(node), host: host, images: &image.Fake{ResolveFunc: resolver},
 		drainer: drain.NewFake(false), metrics: metrics.New(nodeName), inhib: &systemd.FakeInhibitors{}, notifier: &fakeNotifier{}, bootN: 1,
+		updaters: &updaters.Fake{}, finalize: &fakeFinalizeLog{},
 		root: t.TempDir()}
 	f.report = filepath.Join(f.root, "run", "layerd", "report.json")
 	for _, d := range []struct{ dig, level string }{{baseDig, "1"}, {v2Dig, "2"}, {v3Dig, "1"}} {
@@ -232,9 +273,9 @@ func newFixtureWithClock(t *testing.T, node *corev1.Node, host *fakeHost, clk cl
 	}
 	f.agent, err = agent.New(agent.Deps{
 		Kube: f.kube, Machine: m, Status: w, Slots: slots, Drainer: f.drainer, Images: f.images, Host: host,
-		Disk: fakeDisk{free: 1 << 40}, HostFS: hfs, Inhibitors: f.inhib, Metrics: f.metrics, Health: health,
+		Disk: fakeDisk{free: 1 << 40}, HostFS: hfs, Updaters: f.updaters, Finalize: f.finalize, Inhibitors: f.inhib, Metrics: f.metrics, Health: health,
 		Notifier: f.notifier, Clock: clk, Log: log,
-	}, agent.Config{NodeName: nodeName, RetryInterval: 20 * time.Millisecond, ReportPath: f.report})
+	}, agent.Config{NodeName: nodeName, RetryInterval: 20 * time.Millisecond, ReportPath: f.report, RegisterDriver: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,13 +19,17 @@ import (
 // stage checks the sysroot's free space against the image size, then stages the pinned
 // reference locked for finalization, following the transaction's progress.
 func (a *Agent) stage(ctx context.Context, log *zap.Logger, e daemon.Stage) error {
+	if err := a.checkUpdaters(ctx, log); err != nil {
+		return err
+	}
 	if e.Size > 0 {
 		free, err := a.d.Disk.Free(ctx)
 		if err != nil {
 			return fmt.Errorf("reading the sysroot's free space: %w", err)
 		}
-		if free < uint64(e.Size) {
-			return coded(reason.InsufficientDisk, fmt.Errorf("staging %s needs %d bytes, the sysroot has %d free", e.Pinned, e.Size, free))
+		if need := StagingSpace(e.Size); free < need {
+			return coded(reason.InsufficientDisk, fmt.Errorf("staging %s needs about %d bytes (%d compressed × %d), the sysroot has %d free",
+				e.Pinned, need, e.Size, UnpackFactor, free))
 		}
 	}
 	a.mu.Lock()
@@ -34,6 +38,7 @@ func (a *Agent) stage(ctx context.Context, log *zap.Logger, e daemon.Stage) erro
 	log.Info("staging", zap.String("image", e.Pinned))
 	res, err := a.d.Host.StageImage(ctx, e.Pinned, rpmostree.RebaseOptions{
 		LockFinalization: e.LockFinalization, InitiatingCommandLine: a.cfg.Initiator, Progress: a.progress(log),
+		RegisterDriver: a.driverName(),
 	})
 	if err != nil {
 		return stageError("staging "+e.Pinned, err)

@@ -225,6 +225,7 @@ func (a *Agent) observe(ctx context.Context, node *corev1.Node) (daemon.Observed
 	h.EtcBackups = a.etcBackups(st)
 	a.d.Metrics.SetInfo(h.BootedDigest, h.StagedDigest)
 	obs := daemon.Observed{Now: a.d.Clock.Now(), Node: nodeView(node), Host: h, SlotHeld: a.slotHeld()}
+	obs.Host.PreviousBootError = a.previousBootError(ctx, obs)
 	if st := obs.Node.Status.State; st == nodestatus.StateWorking || st == nodestatus.StateDegraded {
 		// The policy decides in Staged, Rebooting and Confirming: read while an update runs or
 		// may resume.

@@ -29,6 +29,9 @@ const (
 // DefaultLeaseDuration is the leaseDurationSeconds of a slot; it is renewed every third of it.
 const DefaultLeaseDuration = 300 * time.Second
 
+// MinLeaseDuration is the shortest leaseDurationSeconds WithLeaseDuration accepts.
+const MinLeaseDuration = 3 * time.Second
+
 // ErrBusy matches (errors.Is) a *BusyError.
 var ErrBusy = errors.New("all reboot slots are held")
 
@@ -94,8 +97,8 @@ func New(client kubernetes.Interface, namespace string, clk clock.Clock, log *za
 	for _, o := range opts {
 		o(s)
 	}
-	if s.duration < 3*time.Second || s.duration%time.Second != 0 {
-		return nil, fmt.Errorf("coord: lease duration %s must be whole seconds, at least 3s", s.duration)
+	if s.duration < MinLeaseDuration || s.duration%time.Second != 0 {
+		return nil, fmt.Errorf("coord: lease duration %s must be whole seconds, at least %s", s.duration, MinLeaseDuration)
 	}
 	return s, nil
 }
