@@ -149,6 +149,9 @@ type Report struct {
 	Message      string
 	StagedImage  string
 	CurrentImage string
+	// BootedRef (Done without CurrentImage) names the ostree ref a host not booted from a
+	// container image runs (SetDoneOnRef).
+	BootedRef string
 }
 
 func (Resolve) Name() string          { return "Resolve" }

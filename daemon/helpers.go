@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"strings"
+
 	"layerd.dev/layerd/pkg/nodestatus"
 )
 
@@ -21,6 +23,8 @@ func report(obs Observed, r Report) []Effect {
 	st := obs.Node.Status
 	same := st.State == r.State && st.Phase == r.Phase && st.Reason == r.Reason
 	switch {
+	case r.State == nodestatus.StateDone && r.CurrentImage == "" && r.BootedRef != "":
+		same = same && st.CurrentImage == "" && strings.Contains(st.Message, r.BootedRef)
 	case r.State == nodestatus.StateDone:
 		same = same && st.CurrentImage == r.CurrentImage
 	case r.Phase == nodestatus.PhaseStaged:
@@ -41,7 +45,7 @@ func working(obs Observed, p Phase, msg string) []Effect {
 
 // reportDone reports state Done on the booted image.
 func reportDone(obs Observed) []Effect {
-	return report(obs, Report{State: nodestatus.StateDone, CurrentImage: obs.Host.BootedImage})
+	return report(obs, Report{State: nodestatus.StateDone, CurrentImage: obs.Host.BootedImage, BootedRef: obs.Host.BootedRef})
 }
 
 // uncordon lifts the cordon only when the agent made it.

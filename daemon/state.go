@@ -99,6 +99,9 @@ type HostView struct {
 	BootedDigest string
 	// BootedImage is the booted image pinned as registry/repo@sha256:… ("" likewise).
 	BootedImage string
+	// BootedRef names what a booted deployment that is not from a container image runs: its
+	// ostree origin refspec and commit ("" for a container image).
+	BootedRef string
 	// StagedDigest and StagedImage describe the staged deployment ("" when none).
 	StagedDigest string
 	StagedImage  string

@@ -53,6 +53,7 @@ type StatusWriter interface {
 	SetWorking(ctx context.Context, phase nodestatus.Phase, message string) error
 	SetStaged(ctx context.Context, stagedImage, message string) error
 	SetDone(ctx context.Context, currentImage string) error
+	SetDoneOnRef(ctx context.Context, ref string) error
 	SetDegraded(ctx context.Context, code reason.Code, message string) error
 	SetDesiredDigest(ctx context.Context, r nodestatus.Resolved) error
 	ClearDesiredDigest(ctx context.Context) error

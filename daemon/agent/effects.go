@@ -251,6 +251,8 @@ func (a *Agent) finalize(ctx context.Context, log *zap.Logger, e daemon.Finalize
 func (a *Agent) report(ctx context.Context, e daemon.Report) error {
 	w := a.d.Status
 	switch {
+	case e.State == nodestatus.StateDone && e.CurrentImage == "":
+		return w.SetDoneOnRef(ctx, e.BootedRef)
 	case e.State == nodestatus.StateDone:
 		return w.SetDone(ctx, e.CurrentImage)
 	case e.State == nodestatus.StateDegraded:

@@ -101,6 +101,8 @@ func hostView(st *rpmostree.Status) daemon.HostView {
 	}
 	if d := st.Booted; d != nil && d.IsContainer() {
 		h.BootedDigest, h.BootedImage = imageOf(d)
+	} else if d != nil {
+		h.BootedRef = originOf(d)
 	}
 	if d := st.Staged; d != nil && d.IsContainer() {
 		h.StagedDigest, h.StagedImage = imageOf(d)
@@ -128,6 +130,23 @@ func imageOf(d *rpmostree.Deployment) (dig, pinned string) {
 		name = name[:i]
 	}
 	return dig, name + "@" + dig
+}
+
+// originOf names a deployment that is not from a container image: its origin refspec and commit.
+func originOf(d *rpmostree.Deployment) string {
+	commit := d.BaseCommit()
+	if len(commit) > 12 {
+		commit = commit[:12]
+	}
+	switch {
+	case d.Origin != "" && commit != "":
+		return d.Origin + " (commit " + commit + ")"
+	case d.Origin != "":
+		return d.Origin
+	case commit != "":
+		return "commit " + commit
+	}
+	return ""
 }
 
 func digestValue(s string) digest.Digest { return digest.Digest(s) }

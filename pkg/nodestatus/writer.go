@@ -110,15 +110,23 @@ func (w *Writer) SetStaged(ctx context.Context, stagedImage, message string) err
 // deployment is not from a container image, which deletes current-image), and deletes phase,
 // reason, staged-image and reboot-boot-id; condition True UpToDate; a Normal Event.
 func (w *Writer) SetDone(ctx context.Context, currentImage string) error {
-	msg := "Running " + currentImage
-	var cur *string
 	if currentImage == "" {
-		msg = "The booted deployment is not from a container image"
-	} else {
-		cur = &currentImage
+		return w.SetDoneOnRef(ctx, "")
+	}
+	return w.transition(ctx, transition{state: StateDone, message: "Running " + currentImage, extra: map[string]*string{
+		AnnotationCurrentImage: &currentImage, AnnotationStagedImage: nil, AnnotationRebootBootID: nil}})
+}
+
+// SetDoneOnRef records state Done for a host booted from a plain ostree ref (no container
+// image): current-image is deleted, and the message names ref (the origin refspec and commit,
+// "" when unknown). A desired-image then moves the host to a container image like any update.
+func (w *Writer) SetDoneOnRef(ctx context.Context, ref string) error {
+	msg := "The booted deployment is not from a container image"
+	if ref != "" {
+		msg = "Booted from the ostree ref " + ref + ", not from a container image"
 	}
 	return w.transition(ctx, transition{state: StateDone, message: msg, extra: map[string]*string{
-		AnnotationCurrentImage: cur, AnnotationStagedImage: nil, AnnotationRebootBootID: nil}})
+		AnnotationCurrentImage: nil, AnnotationStagedImage: nil, AnnotationRebootBootID: nil}})
 }
 
 // SetDegraded records state Degraded with code and message and deletes phase; condition False

@@ -253,6 +253,23 @@ func TestSetters(t *testing.T) {
 		}
 	})
 
+	t.Run("set_done_on_an_ostree_ref_names_it_and_deletes_current_image", func(t *testing.T) {
+		wd := newWorld(t)
+		if err := wd.w.SetDoneOnRef(ctx, "fedora:fedora/x86_64/coreos/stable (commit 0123456789ab)"); err != nil {
+			t.Fatal(err)
+		}
+		ws := wd.writes(t)
+		want := map[string]any{ns.AnnotationState: "Done", ns.AnnotationPhase: nil, ns.AnnotationReason: nil,
+			ns.AnnotationMessage:        "Booted from the ostree ref fedora:fedora/x86_64/coreos/stable (commit 0123456789ab), not from a container image",
+			ns.AnnotationLastTransition: stamp, ns.AnnotationCurrentImage: nil, ns.AnnotationStagedImage: nil, ns.AnnotationRebootBootID: nil}
+		if got := annotationsOf(t, ws[0]); !reflect.DeepEqual(got, want) {
+			t.Fatalf("annotations = %v, want %v", got, want)
+		}
+		if c := ns.Condition(wd.node(t)); c.Status != corev1.ConditionTrue || c.Reason != ns.ReasonUpToDate {
+			t.Fatalf("condition = %+v", c)
+		}
+	})
+
 	t.Run("set_degraded_writes_the_code_everywhere", func(t *testing.T) {
 		wd := newWorld(t)
 		if err := wd.w.SetDegraded(ctx, reason.SignatureRejected, "unsigned"); err != nil {
