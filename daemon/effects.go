@@ -78,9 +78,14 @@ type ClearDigest struct{}
 // AckRetry records the retry value acted on (nodestatus.Writer.AckRetry).
 type AckRetry struct{ Value string }
 
-// AcquireSlot takes a reboot slot of Pool (coord.Slots.Acquire). A *coord.BusyError is not a
-// failure: its Outcome has Busy and Holders.
-type AcquireSlot struct{ Pool string }
+// AcquireSlot takes a reboot slot of Pool (coord.Slots.Acquire) for the update to Digest, unless
+// the pool policy holds the node back (paused; rebootPolicy Manual without
+// layerd.dev/approve-reboot=Digest): then its Outcome has Busy and Gate. A *coord.BusyError is
+// not a failure either: its Outcome has Busy and Holders.
+type AcquireSlot struct {
+	Pool   string
+	Digest string
+}
 
 // ReleaseSlot releases the node's reboot slot (coord.Slots.Held, then Release).
 type ReleaseSlot struct{}

@@ -53,7 +53,7 @@ func (m *Machine) waitingForSlot(cur State, obs Observed) Decision {
 		return Decision{Next: next, Effects: actDraining(next, obs)}
 	}
 	if last := obs.Last; last.Effect == (AcquireSlot{}).Name() && last.Busy {
-		cur.Holders = append([]string(nil), last.Holders...)
+		cur.Holders, cur.Gate = append([]string(nil), last.Holders...), last.Gate
 		d := stay(cur, working(obs, PhaseWaitingForSlot, waitingMessage(cur, obs)))
 		d.RetryAfter = m.slotPoll()
 		return d
@@ -63,11 +63,14 @@ func (m *Machine) waitingForSlot(cur State, obs Observed) Decision {
 
 func actWaiting(cur State, obs Observed) []Effect {
 	return concat(working(obs, PhaseWaitingForSlot, waitingMessage(cur, obs)),
-		[]Effect{AcquireSlot{Pool: obs.Node.Status.Pool}})
+		[]Effect{AcquireSlot{Pool: obs.Node.Status.Pool, Digest: cur.Target.Digest}})
 }
 
 func waitingMessage(cur State, obs Observed) string {
 	msg := "Waiting for a reboot slot of pool " + obs.Node.Status.Pool
+	if cur.Gate != "" {
+		return msg + ": " + cur.Gate
+	}
 	if len(cur.Holders) > 0 {
 		msg += ", held by " + strings.Join(cur.Holders, ", ")
 	}

@@ -25,6 +25,9 @@ type State struct {
 	Verified bool
 	// Holders (WaitingForSlot) names the nodes holding every slot of the pool.
 	Holders []string
+	// Gate (WaitingForSlot) says why no slot is taken although one may be free: the pool is
+	// paused, or its rebootPolicy Manual waits for the admin's approval.
+	Gate string
 	// Finalized (Rebooting) is set once FinalizeDeployment returned: the reboot is under way.
 	Finalized bool
 	// Preview (Staged) is what PreviewHost found in /etc and /var; nil until it ran.
@@ -165,6 +168,8 @@ type Outcome struct {
 	// Busy and Holders (AcquireSlot): every slot of the pool is held, by Holders. Not a failure.
 	Busy    bool
 	Holders []string
+	// Gate (AcquireSlot, with Busy): the pool policy holds the node back (State.Gate).
+	Gate string
 	// HostFS is what PreviewHost found or CreateMissingVar did.
 	HostFS *HostFSSummary
 }

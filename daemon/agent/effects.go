@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"layerd.dev/layerd/daemon"
 	"layerd.dev/layerd/pkg/coord"
@@ -186,6 +187,13 @@ func (a *Agent) validate(ctx context.Context, e daemon.Validate) daemon.Outcome 
 }
 
 func (a *Agent) acquire(ctx context.Context, e daemon.AcquireSlot) daemon.Outcome {
+	gate, err := a.slotGate(ctx, e)
+	if err != nil {
+		return daemon.OutcomeOf(e, err)
+	}
+	if gate != "" {
+		return daemon.Outcome{Effect: e.Name(), Busy: true, Gate: gate}
+	}
 	slot, err := a.d.Slots.Acquire(ctx, a.cfg.NodeName, e.Pool)
 	var busy *coord.BusyError
 	if errors.As(err, &busy) {
@@ -196,6 +204,31 @@ func (a *Agent) acquire(ctx context.Context, e daemon.AcquireSlot) daemon.Outcom
 	}
 	a.keep(slot)
 	return daemon.OutcomeOf(e, nil)
+}
+
+// slotGate says why the pool policy holds the node back from taking a slot ("" when it does
+// not): the pool is paused, or its rebootPolicy is Manual and the Node does not carry
+// layerd.dev/approve-reboot=<the update's digest>.
+func (a *Agent) slotGate(ctx context.Context, e daemon.AcquireSlot) (string, error) {
+	cfg, err := a.d.Slots.Config(ctx)
+	if err != nil {
+		return "", fmt.Errorf("reading the pool policy: %w", err)
+	}
+	p := cfg.Pool(e.Pool)
+	if p.Paused {
+		return "the pool is paused (paused: true in " + coord.ConfigMapName + ")", nil
+	}
+	if p.RebootPolicy != coord.RebootManual {
+		return "", nil
+	}
+	node, err := a.d.Kube.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("reading node %s for its reboot approval: %w", a.cfg.NodeName, err)
+	}
+	if nodestatus.Read(node).ApproveReboot == e.Digest {
+		return "", nil
+	}
+	return "rebootPolicy is Manual: waiting for " + nodestatus.AnnotationApproveReboot + "=" + e.Digest, nil
 }
 
 // cordon records cordoned-by, then cordons; when someone else cordoned in between, the record is

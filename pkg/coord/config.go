@@ -38,20 +38,44 @@ var PolicyKeys = []string{"maxUnavailable", "maxUnavailablePerZone", "maxParalle
 	"paused", "drainTimeout", "drain", "settleTime", "healthChecks", "etcPolicy", "varPolicy", "rebootPolicy",
 	"allowedUpdaters"} // allowedUpdaters: pkg/updaters.PolicyKey
 
+// UnsupportedKeys are policy fields of DESIGN §4 this version accepts but does not enforce yet;
+// Config.Unsupported reports them (and Slots logs them) so an admin is not misled.
+var UnsupportedKeys = []string{"maxUnavailablePerZone", "maxParallelStaging", "windows", "settleTime", "healthChecks"}
+
+// RebootPolicy is a pool's rebootPolicy.
+type RebootPolicy string
+
+const (
+	// RebootAutomatic: a staged node takes a reboot slot as soon as one is free (the default).
+	RebootAutomatic RebootPolicy = "Automatic"
+	// RebootManual: a staged node takes a slot only once the Node carries
+	// layerd.dev/approve-reboot=<desired-digest>.
+	RebootManual RebootPolicy = "Manual"
+)
+
 // Config is the parsed pools document.
 type Config struct {
-	pools   map[string]PoolPolicy
-	unknown []string
+	pools       map[string]PoolPolicy
+	unknown     []string
+	unsupported []string
 }
 
 // Unknown returns "pool.field" for every field that is not one of PolicyKeys, sorted.
 func (c Config) Unknown() []string { return append([]string(nil), c.unknown...) }
+
+// Unsupported returns "pool.field" for every field of UnsupportedKeys that is set, sorted.
+func (c Config) Unsupported() []string { return append([]string(nil), c.unsupported...) }
 
 // PoolPolicy is the part of one pool's policy coord enforces.
 type PoolPolicy struct {
 	// MaxUnavailable is the number (int) or share ("25%") of the pool's Nodes that may hold a
 	// reboot slot at once.
 	MaxUnavailable intstr.IntOrString
+	// Paused: no node of the pool takes a reboot slot (staging still happens, so the pool
+	// reboots promptly once resumed).
+	Paused bool
+	// RebootPolicy says whether a staged node needs the admin's approval to take a slot.
+	RebootPolicy RebootPolicy
 	// Raw holds every field of the pool's entry as JSON, for the packages owning the others.
 	Raw map[string]json.RawMessage
 }
@@ -71,11 +95,26 @@ func ParseConfig(cm *corev1.ConfigMap) (Config, error) {
 		if err := ValidatePoolName(pool); err != nil {
 			return Config{}, fmt.Errorf("parsing %s/%s: %w", cm.Name, ConfigKeyPools, err)
 		}
-		p := PoolPolicy{MaxUnavailable: intstr.FromInt32(DefaultMaxUnavailable), Raw: fields}
+		p := PoolPolicy{MaxUnavailable: intstr.FromInt32(DefaultMaxUnavailable), RebootPolicy: RebootAutomatic, Raw: fields}
 		for k := range fields {
 			if !slices.Contains(PolicyKeys, k) {
 				c.unknown = append(c.unknown, pool+"."+k)
 			}
+			if slices.Contains(UnsupportedKeys, k) {
+				c.unsupported = append(c.unsupported, pool+"."+k)
+			}
+		}
+		if raw, ok := fields["paused"]; ok {
+			if err := json.Unmarshal(raw, &p.Paused); err != nil {
+				return Config{}, fmt.Errorf("parsing %s/%s: pool %s: paused: want true or false: %w", cm.Name, ConfigKeyPools, pool, err)
+			}
+		}
+		if raw, ok := fields["rebootPolicy"]; ok {
+			var v string
+			if err := json.Unmarshal(raw, &v); err != nil || (v != string(RebootAutomatic) && v != string(RebootManual)) {
+				return Config{}, fmt.Errorf("parsing %s/%s: pool %s: rebootPolicy %s: want %s or %s", cm.Name, ConfigKeyPools, pool, raw, RebootAutomatic, RebootManual)
+			}
+			p.RebootPolicy = RebootPolicy(v)
 		}
 		if raw, ok := fields["maxUnavailable"]; ok {
 			v, err := parseMaxUnavailable(raw)
@@ -87,6 +126,7 @@ func ParseConfig(cm *corev1.ConfigMap) (Config, error) {
 		c.pools[pool] = p
 	}
 	sort.Strings(c.unknown)
+	sort.Strings(c.unsupported)
 	return c, nil
 }
 
@@ -95,7 +135,7 @@ func (c Config) Pool(pool string) PoolPolicy {
 	if p, ok := c.pools[pool]; ok {
 		return p
 	}
-	return PoolPolicy{MaxUnavailable: intstr.FromInt32(DefaultMaxUnavailable)}
+	return PoolPolicy{MaxUnavailable: intstr.FromInt32(DefaultMaxUnavailable), RebootPolicy: RebootAutomatic}
 }
 
 // Slots returns the number of reboot slots for a pool of poolSize Nodes: the integer, or the

@@ -76,4 +76,35 @@ func TestParseConfig(t *testing.T) {
 			t.Fatalf("raw = %s", cfg.Pool("default").Raw["drainTimeout"])
 		}
 	})
+	t.Run("reads_paused_and_reboot_policy_with_their_defaults", func(t *testing.T) {
+		cfg, err := coord.ParseConfig(configMap("default:\n  paused: true\ngpu:\n  rebootPolicy: Manual\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for pool, want := range map[string]struct {
+			paused bool
+			reboot coord.RebootPolicy
+		}{"default": {true, coord.RebootAutomatic}, "gpu": {false, coord.RebootManual}, "unlisted": {false, coord.RebootAutomatic}} {
+			if p := cfg.Pool(pool); p.Paused != want.paused || p.RebootPolicy != want.reboot {
+				t.Errorf("pool %s: paused %v rebootPolicy %q, want %v %q", pool, p.Paused, p.RebootPolicy, want.paused, want.reboot)
+			}
+		}
+	})
+	t.Run("rejects_a_paused_that_is_not_a_boolean_and_an_unknown_reboot_policy", func(t *testing.T) {
+		for _, doc := range []string{"default:\n  paused: \"yes please\"\n", "default:\n  paused: 1\n",
+			"default:\n  rebootPolicy: manual\n", "default:\n  rebootPolicy: [Manual]\n"} {
+			if _, err := coord.ParseConfig(configMap(doc)); err == nil {
+				t.Errorf("accepted %q", doc)
+			}
+		}
+	})
+	t.Run("reports_the_fields_it_does_not_enforce_yet", func(t *testing.T) {
+		cfg, err := coord.ParseConfig(configMap("default:\n  maxParallelStaging: 2\n  settleTime: 5m\n  maxUnavailable: 1\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Unsupported(); !reflect.DeepEqual(got, []string{"default.maxParallelStaging", "default.settleTime"}) {
+			t.Fatalf("Unsupported = %v", got)
+		}
+	})
 }

@@ -196,6 +196,9 @@ func (s *Slots) Config(ctx context.Context) (Config, error) {
 	if u := cfg.Unknown(); len(u) > 0 {
 		s.log.Warn("unknown pool policy fields", zap.Strings("fields", u))
 	}
+	if u := cfg.Unsupported(); len(u) > 0 {
+		s.log.Warn("pool policy fields not enforced by this version are ignored", zap.Strings("fields", u))
+	}
 	return cfg, nil
 }
 
