@@ -174,7 +174,11 @@ func (m *Machine) confirming(cur State, obs Observed) Decision {
 	if !obs.Node.Ready {
 		return Decision{Next: cur, RetryAfter: m.cfg.SlotPoll}
 	}
-	if wait := m.cfg.SettleTime - obs.Now.Sub(obs.Node.ReadySince); wait > 0 {
+	settle := m.cfg.SettleTime
+	if st := obs.Policy.SettleTime; st != nil {
+		settle = *st
+	}
+	if wait := settle - obs.Now.Sub(obs.Node.ReadySince); wait > 0 {
 		return Decision{Next: cur, RetryAfter: wait}
 	}
 	next := State{Phase: PhaseDone, Target: cur.Target}

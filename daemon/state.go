@@ -127,6 +127,8 @@ type Policy struct {
 	// VarCreateMissing (varPolicy CreateMissing): after the boot, what the image ships under
 	// /var that the host lacks is created. Otherwise (Report) it is only reported.
 	VarCreateMissing bool
+	// SettleTime, when set, overrides Config.SettleTime for the pool (settleTime).
+	SettleTime *time.Duration
 	// Problem says why a value was not understood (the default was used instead); "" when none.
 	Problem string
 }

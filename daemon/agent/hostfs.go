@@ -183,7 +183,8 @@ func (a *Agent) policy(ctx context.Context, node *corev1.Node) (daemon.Policy, e
 	}
 	pool := nodestatus.PoolOf(node)
 	p, perr := hostfs.PolicyFromRaw(cfg.Pool(pool).Raw)
-	out := daemon.Policy{EtcImageWins: p.Etc == hostfs.EtcPolicyImageWins, VarCreateMissing: p.Var == hostfs.VarPolicyCreateMissing}
+	out := daemon.Policy{EtcImageWins: p.Etc == hostfs.EtcPolicyImageWins, VarCreateMissing: p.Var == hostfs.VarPolicyCreateMissing,
+		SettleTime: cfg.Pool(pool).SettleTime}
 	if perr != nil {
 		out.Problem = strings.Join(strings.Split(perr.Error(), "\n"), "; ") + "; the default is used"
 	}

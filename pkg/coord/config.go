@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -40,7 +41,7 @@ var PolicyKeys = []string{"maxUnavailable", "maxUnavailablePerZone", "maxParalle
 
 // UnsupportedKeys are policy fields of DESIGN §4 this version accepts but does not enforce yet;
 // Config.Unsupported reports them (and Slots logs them) so an admin is not misled.
-var UnsupportedKeys = []string{"maxUnavailablePerZone", "maxParallelStaging", "windows", "settleTime", "healthChecks"}
+var UnsupportedKeys = []string{"maxUnavailablePerZone", "maxParallelStaging", "windows", "healthChecks"}
 
 // RebootPolicy is a pool's rebootPolicy.
 type RebootPolicy string
@@ -76,6 +77,9 @@ type PoolPolicy struct {
 	Paused bool
 	// RebootPolicy says whether a staged node needs the admin's approval to take a slot.
 	RebootPolicy RebootPolicy
+	// SettleTime, when set, is how long a rebooted node must be Ready before it is Done and
+	// frees its slot (nil: the agent's default, 10s).
+	SettleTime *time.Duration
 	// Raw holds every field of the pool's entry as JSON, for the packages owning the others.
 	Raw map[string]json.RawMessage
 }
@@ -108,6 +112,14 @@ func ParseConfig(cm *corev1.ConfigMap) (Config, error) {
 			if err := json.Unmarshal(raw, &p.Paused); err != nil {
 				return Config{}, fmt.Errorf("parsing %s/%s: pool %s: paused: want true or false: %w", cm.Name, ConfigKeyPools, pool, err)
 			}
+		}
+		if raw, ok := fields["settleTime"]; ok {
+			var v string
+			d, err := time.ParseDuration(strings.Trim(string(raw), `"`))
+			if json.Unmarshal(raw, &v) != nil || err != nil || d < 0 {
+				return Config{}, fmt.Errorf("parsing %s/%s: pool %s: settleTime %s: want a duration such as \"30s\" or \"5m\"", cm.Name, ConfigKeyPools, pool, raw)
+			}
+			p.SettleTime = &d
 		}
 		if raw, ok := fields["rebootPolicy"]; ok {
 			var v string

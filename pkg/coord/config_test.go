@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -99,12 +100,29 @@ func TestParseConfig(t *testing.T) {
 		}
 	})
 	t.Run("reports_the_fields_it_does_not_enforce_yet", func(t *testing.T) {
-		cfg, err := coord.ParseConfig(configMap("default:\n  maxParallelStaging: 2\n  settleTime: 5m\n  maxUnavailable: 1\n"))
+		cfg, err := coord.ParseConfig(configMap("default:\n  maxParallelStaging: 2\n  windows: []\n  maxUnavailable: 1\n"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := cfg.Unsupported(); !reflect.DeepEqual(got, []string{"default.maxParallelStaging", "default.settleTime"}) {
+		if got := cfg.Unsupported(); !reflect.DeepEqual(got, []string{"default.maxParallelStaging", "default.windows"}) {
 			t.Fatalf("Unsupported = %v", got)
+		}
+	})
+	t.Run("reads_settle_time_as_a_duration", func(t *testing.T) {
+		cfg, err := coord.ParseConfig(configMap("default:\n  settleTime: 90s\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := cfg.Pool("default").SettleTime; st == nil || *st != 90*time.Second {
+			t.Fatalf("settleTime = %v", st)
+		}
+		if st := cfg.Pool("other").SettleTime; st != nil {
+			t.Fatalf("unlisted pool settleTime = %v, want unset", *st)
+		}
+		for _, v := range []string{"5", "-1s", "soon", "[1m]"} {
+			if _, err := coord.ParseConfig(configMap("default:\n  settleTime: " + v + "\n")); err == nil {
+				t.Errorf("settleTime %s accepted", v)
+			}
 		}
 	})
 }

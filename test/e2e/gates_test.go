@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -47,8 +48,8 @@ func TestPoolPolicyHoldsNodesBeforeTheSlot(t *testing.T) {
 		}
 	}
 
-	t.Run("rebootPolicy_Manual_waits_for_the_approval_of_the_digest", func(t *testing.T) {
-		setPools(ctx, t, kube, "default:\n  rebootPolicy: Manual\n")
+	t.Run("rebootPolicy_Manual_waits_for_the_approval_of_the_digest_and_settleTime_holds_Done", func(t *testing.T) {
+		setPools(ctx, t, kube, "default:\n  rebootPolicy: Manual\n  settleTime: 15s\n")
 		reboots := n.Reboots()
 		annotate(ctx, t, kube, n.Name, img1.Ref)
 		want := nodestatus.AnnotationApproveReboot + "=" + img1.Digest.String()
@@ -63,6 +64,20 @@ func TestPoolPolicyHoldsNodesBeforeTheSlot(t *testing.T) {
 		})
 		if got := n.Reboots() - reboots; got != 1 {
 			t.Errorf("%d reboots, want 1", got)
+		}
+		node, err := kube.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ready time.Time
+		for _, c := range node.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				ready = c.LastTransitionTime.Time
+			}
+		}
+		// Both stamps have whole seconds.
+		if settled := nodestatus.Read(node).LastTransition.Sub(ready); settled < 14*time.Second {
+			t.Errorf("Done %v after the node became Ready again, want the pool's settleTime of 15s", settled)
 		}
 	})
 
