@@ -23,81 +23,6 @@ import (
 	"layerd.dev/layerd/test/osimage"
 )
 
-// agentPod is `layerd agent` run on a node as its DaemonSet pod, with extra flags.
-type agentPod struct {
-	n    *harness.Node
-	name string
-	logs *syncBuffer
-	stop func() error
-}
-
-// startAgentPod runs the agent on n with the flags every e2e agent gets plus extra; the pod is
-// stopped when the test ends, and its log printed if the test failed.
-func startAgentPod(ctx context.Context, t *testing.T, w *harness.World, n *harness.Node, extra ...string) *agentPod {
-	t.Helper()
-	kubeconfig, err := n.AgentKubeconfig(ctx)
-	if err != nil {
-		t.Fatalf("agent kubeconfig of %s: %v", n.Name, err)
-	}
-	a := &agentPod{n: n, name: "layerd-agent", logs: &syncBuffer{}}
-	args := append([]string{"layerd", "agent", "--node-name", n.Name, "--kubeconfig", kubeconfig,
-		"--namespace", harness.AgentNamespace, "--policy", w.Trust.PolicyPath,
-		"--registries-d", w.Trust.RegistriesDDir, "--registries-conf", w.Trust.RegistriesConfPath,
-		"--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-format", "console", "--log-journal", "off"},
-		extra...)
-	_, stop, err := n.RunPod(harness.PodTemplate{Name: a.name, Path: layerdBinary(t), Args: args,
-		Env: []string{podSystemBus}, Stdout: a.logs, Stderr: a.logs})
-	if err != nil {
-		t.Fatalf("starting the agent pod on %s: %v", n.Name, err)
-	}
-	a.stop = stop
-	t.Cleanup(func() {
-		if err := a.stop(); err != nil {
-			t.Logf("stopping the agent pod on %s: %v", n.Name, err)
-		}
-		if t.Failed() {
-			t.Logf("agent log of %s:\n%s", n.Name, a.logs.String())
-		}
-	})
-	return a
-}
-
-// kill SIGKILLs the agent (the node is gone as far as its agent is concerned) and removes the pod.
-func (a *agentPod) kill(t *testing.T) {
-	t.Helper()
-	pod := a.n.Pod(a.name)
-	if pod == nil {
-		t.Fatalf("no agent pod on %s", a.n.Name)
-	}
-	if err := pod.Kill(); err != nil {
-		t.Fatalf("killing the agent on %s: %v", a.n.Name, err)
-	}
-	if err := a.stop(); err != nil {
-		t.Logf("removing the killed agent pod: %v", err)
-	}
-	a.stop = func() error { return nil }
-}
-
-// setPools replaces pools.yaml of the layerd-config ConfigMap the packaging installed.
-func setPools(ctx context.Context, t *testing.T, kube kubernetes.Interface, doc string) {
-	t.Helper()
-	cms := kube.CoreV1().ConfigMaps(harness.AgentNamespace)
-	cm, err := cms.Get(ctx, coord.ConfigMapName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("reading %s: %v", coord.ConfigMapName, err)
-	}
-	if cm.Data == nil {
-		cm.Data = map[string]string{}
-	}
-	cm.Data[coord.ConfigKeyPools] = doc
-	if _, err := coord.ParseConfig(cm); err != nil {
-		t.Fatalf("the test's pools.yaml: %v", err)
-	}
-	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-		t.Fatalf("updating %s: %v", coord.ConfigMapName, err)
-	}
-}
-
 // guarded is a workload on one node whose PodDisruptionBudget forbids evicting its only pod.
 type guarded struct {
 	ns, pod, pdb string
@@ -209,8 +134,7 @@ func TestDrainBlockedByAPDBEndsDrainTimeoutAndRecoversOnRetry(t *testing.T) {
 	w := ownWorld(t, 1)
 	n := w.Nodes[0]
 	kube := w.Kube.Client
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
+	ctx := agentContext(t, 15*time.Minute)
 	img := ownImage(t, w, osimage.Spec{Repo: "fcos/os", Tag: "drain", Version: "2.7", Files: map[string]osimage.File{
 		"usr/bin/mytool": {Mode: 0o755, Content: "#!/bin/sh\necho mytool 2.7\n"},
 	}}, true)

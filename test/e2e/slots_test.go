@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -39,64 +38,18 @@ func heldSlot(ctx context.Context, t *testing.T, kube kubernetes.Interface, node
 	return nil
 }
 
-// keepNodeRemoved makes the API server refuse to create a Node named node again, as if the
-// machine were gone for good: the kubelet stand-in, like a kubelet, registers its Node again
-// when it is deleted, and the harness offers no way to stop it. A ValidatingAdmissionPolicy
-// (CEL, in-tree) denies the create; the function returns once a dry-run create is denied.
-func keepNodeRemoved(ctx context.Context, t *testing.T, kube kubernetes.Interface, node string) {
-	t.Helper()
-	name := "e2e-removed-" + node
-	fail := admissionv1.Fail
-	msg := "node " + node + " was removed from the cluster"
-	if _, err := kube.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, &admissionv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: &fail,
-			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionv1.RuleWithOperations{
-					Operations: []admissionv1.OperationType{admissionv1.Create},
-					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"nodes"}},
-				},
-			}}},
-			Validations: []admissionv1.Validation{{Expression: "object.metadata.name != '" + node + "'", Message: msg}},
-		},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating the admission policy: %v", err)
-	}
-	if _, err := kube.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, &admissionv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: name,
-			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("binding the admission policy: %v", err)
-	}
-	var last error
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, last = kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}},
-			metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		if last != nil && strings.Contains(last.Error(), msg) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the admission policy is not in force after 30s: a dry-run create of node %s gives %v", node, last)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // TestSlotOfADeletedHolderIsFreedButANotReadyHolderKeepsIt: two nodes, maxUnavailable 1, agents
 // with a 6s slot Lease. node-1 takes the slot and is held draining (a PDB forbids evicting its
-// pod); then its agent dies and its Node goes NotReady, so its Lease expires. node-2, updating
-// too, keeps waiting and names node-1 as the holder, also after the Lease expired: a NotReady
-// holder keeps its slot. Once node-1's Node is deleted, node-2 takes the slot over and reaches
-// Done on the new digest with one reboot.
+// pod); then its agent dies and its kubelet stops (the Node goes NotReady), so its Lease
+// expires. node-2, updating too, keeps waiting and names node-1 as the holder, also after the
+// Lease expired: a NotReady holder keeps its slot. Once node-1 is removed from the cluster (its
+// Node deleted for good), node-2 takes the slot over and reaches Done on the new digest with one
+// reboot.
 func TestSlotOfADeletedHolderIsFreedButANotReadyHolderKeepsIt(t *testing.T) {
 	w := ownWorld(t, 2)
 	a, b := w.Nodes[0], w.Nodes[1]
 	kube := w.Kube.Client
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
+	ctx := agentContext(t, 15*time.Minute)
 	img := ownImage(t, w, osimage.Spec{Repo: "fcos/os", Tag: "slots", Version: "2.8", Files: map[string]osimage.File{
 		"usr/bin/mytool": {Mode: 0o755, Content: "#!/bin/sh\necho mytool 2.8\n"},
 	}}, true)
@@ -119,9 +72,11 @@ func TestSlotOfADeletedHolderIsFreedButANotReadyHolderKeepsIt(t *testing.T) {
 		t.Fatalf("slot %s has leaseDurationSeconds %v, want the agent's --slot-lease-duration %v", held.Name, d, slotLease)
 	}
 
-	// node-1 is lost mid-update: its agent stops renewing, its kubelet reports NotReady.
+	// node-1 is lost mid-update: its agent stops renewing, its kubelet stops heartbeating.
 	agentA.kill(t)
-	a.Kubelet.SetNotReady(true)
+	if err := a.StopKubelet(ctx); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, a.Name+" NotReady", 30*time.Second, func() bool {
 		n, err := kube.CoreV1().Nodes().Get(ctx, a.Name, metav1.GetOptions{})
 		return err == nil && !coord.Ready(n)
@@ -175,9 +130,8 @@ func TestSlotOfADeletedHolderIsFreedButANotReadyHolderKeepsIt(t *testing.T) {
 	}
 
 	t.Run("deleting_the_holders_Node_frees_the_slot_and_the_waiter_finishes", func(t *testing.T) {
-		keepNodeRemoved(ctx, t, kube, a.Name)
-		if err := kube.CoreV1().Nodes().Delete(ctx, a.Name, metav1.DeleteOptions{}); err != nil {
-			t.Fatalf("deleting node %s: %v", a.Name, err)
+		if err := w.RemoveNode(ctx, a.Name); err != nil {
+			t.Fatal(err)
 		}
 		began := time.Now()
 		phases := waitNode(ctx, t, kube, b.Name, "Done on "+img.Pinned, func(s nodestatus.Status) bool {

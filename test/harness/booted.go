@@ -101,10 +101,8 @@ func (w *World) addBootedNode(ctx context.Context, name string) (_ *Node, err er
 	if err := n.waitUp(ctx, 0); err != nil {
 		return nil, err
 	}
-	kctx, cancel := context.WithCancel(context.Background())
-	n.stopKubel, n.kubeletErr = cancel, make(chan error, 1)
-	go func() { n.kubeletErr <- n.Kubelet.Run(kctx) }()
-	if err := n.waitNodeReady(ctx); err != nil {
+	n.runKubelet()
+	if err := n.waitHeartbeat(ctx, 0); err != nil {
 		return nil, err
 	}
 	w.logf("%s up (booted tier): boot %s, deployment %s", name, b.nsp.BootID(), filepath.Base(b.nsp.Deployment()))

@@ -39,16 +39,18 @@ type Node struct {
 	RunDir  string
 	Kubelet *kubelet.Kubelet
 
-	w          *World
-	mu         sync.Mutex // serializes reboots and pod changes
-	bus        *dbusd.Bus
-	standIn    *standIn
-	stopKubel  context.CancelFunc
-	kubeletErr chan error
-	pods       []*podSlot
-	reboots    int
-	lastBoot   backend.BootResult
-	booted     *bootedNode // nil for a directory-tier node
+	w         *World
+	mu        sync.Mutex // serializes reboots and pod changes
+	bus       *dbusd.Bus
+	standIn   *standIn
+	kmu       sync.Mutex  // guards krun and removed
+	krun      *kubeletRun // the running kubelet stand-in, or nil (StopKubelet, RemoveNode)
+	pods      []*podSlot
+	reboots   int
+	lastBoot  backend.BootResult
+	booted    *bootedNode // nil for a directory-tier node
+	sysrootFS *sysrootFS  // the sysroot's own filesystem (Options.SysrootSize), or nil
+	removed   bool        // World.RemoveNode: the Node is gone for good (kmu)
 }
 
 // addNode installs the base image into a new sysroot, boots it and starts the node's parts.
@@ -63,13 +65,21 @@ func (w *World) addNode(ctx context.Context, name string) (_ *Node, err error) {
 	if err := os.MkdirAll(n.RunDir, 0o755); err != nil {
 		return nil, err
 	}
-	if n.Sysroot, err = ostreesys.Init(ctx, filepath.Join(n.Dir, "sysroot"), w.opts.OSName); err != nil {
+	sysroot := filepath.Join(n.Dir, "sysroot")
+	if w.opts.SysrootSize > 0 {
+		if n.sysrootFS, err = mountSysrootFS(sysroot, w.opts.SysrootSize); err != nil {
+			return nil, err
+		}
+	}
+	began := time.Now()
+	if n.Sysroot, err = ostreesys.Init(ctx, sysroot, w.opts.OSName); err != nil {
 		return nil, err
 	}
 	n.Sysroot.RunDir = n.RunDir // Deployments lists the staged deployment too
 	if err := n.install(ctx, w.Base, ostreesys.ContainerOrigin(w.Base.Pinned)); err != nil {
 		return nil, err
 	}
+	w.logf("%s: base installed in %v", name, time.Since(began).Round(time.Millisecond))
 	if n.lastBoot, err = backend.Boot(ctx, n.Sysroot.Path, n.RunDir); err != nil {
 		return nil, err
 	}
@@ -77,10 +87,8 @@ func (w *World) addNode(ctx context.Context, name string) (_ *Node, err error) {
 		return nil, err
 	}
 	n.Kubelet = kubelet.New(w.Kube.Client, name, kubelet.Options{Labels: map[string]string{"layerd.dev/pool": "default"}})
-	kctx, cancel := context.WithCancel(context.Background())
-	n.stopKubel, n.kubeletErr = cancel, make(chan error, 1)
-	go func() { n.kubeletErr <- n.Kubelet.Run(kctx) }()
-	if err := n.waitNodeReady(ctx); err != nil {
+	n.runKubelet()
+	if err := n.waitHeartbeat(ctx, 0); err != nil {
 		return nil, err
 	}
 	w.logf("%s up: booted %s", name, n.lastBoot.Booted.Checksum[:12])
@@ -298,23 +306,6 @@ func (n *Node) onStandInExit(s *standIn, code int) {
 	}
 }
 
-func (n *Node) waitNodeReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
-		if n.Kubelet.Heartbeats() > 0 {
-			return nil
-		}
-		select {
-		case err := <-n.kubeletErr:
-			return fmt.Errorf("kubelet stand-in stopped: %w", err)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for node %s to be Ready: %w", n.Name, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 func (n *Node) close() error {
 	n.mu.Lock()
 	var errs []error
@@ -327,10 +318,10 @@ func (n *Node) close() error {
 	if n.booted != nil { // without n.mu: the shutdown is handled by the node's supervisor
 		errs = append(errs, n.closeBooted())
 	}
-	if n.stopKubel != nil {
-		n.stopKubel()
-		<-n.kubeletErr
-		n.stopKubel = nil
+	n.stopKubeletRun()
+	if n.sysrootFS != nil { // first: Remove then finds an empty mount point
+		errs = append(errs, n.sysrootFS.unmount())
+		n.sysrootFS = nil
 	}
 	if n.Sysroot != nil {
 		errs = append(errs, n.Sysroot.Remove())

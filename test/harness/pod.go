@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -43,9 +44,10 @@ exec "$@"`
 
 // Pod is a running pod-like process.
 type Pod struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
+	stopped atomic.Bool // Stop or Kill was called
 }
 
 // StartPod starts spec's program in its own mount namespace. /host is created on the machine
@@ -79,6 +81,11 @@ func (p *Pod) Pid() int { return p.cmd.Process.Pid }
 // Done is closed when the process has exited.
 func (p *Pod) Done() <-chan struct{} { return p.done }
 
+// Stopped reports whether Stop or Kill ended the pod (called by a test, or by the harness when
+// the node reboots or the pod is removed) while it ran. A pod that is Done but not Stopped
+// exited on its own. Read it after Done.
+func (p *Pod) Stopped() bool { return p.stopped.Load() }
+
 // Wait waits for the process and returns its exit error.
 func (p *Pod) Wait(ctx context.Context) error {
 	select {
@@ -105,10 +112,11 @@ func (p *Pod) Stop(grace time.Duration) error {
 
 func (p *Pod) signalAndWait(sig syscall.Signal, wait time.Duration) error {
 	select {
-	case <-p.done:
+	case <-p.done: // exited on its own before: not Stopped
 		return nil
 	default:
 	}
+	p.stopped.Store(true)
 	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signalling pod: %w", err)
 	}

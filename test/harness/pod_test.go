@@ -95,4 +95,7 @@ func TestPodKillEndsTheWholeProcessGroup(t *testing.T) {
 	default:
 		t.Fatal("pod not done after Kill")
 	}
+	if !pod.Stopped() {
+		t.Fatal("a killed pod does not report Stopped")
+	}
 }

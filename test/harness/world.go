@@ -33,6 +33,12 @@ type Options struct {
 	// directory-tier nodes installed from Base. Needs test/nspawn's prerequisites; the cached
 	// Debian base is built on first use (debootstrap, about a minute).
 	Booted int
+	// SysrootSize, when > 0, puts each directory-tier node's sysroot on its own filesystem of
+	// this many bytes (a tmpfs mounted at Node.Dir/sysroot before the base install, unmounted
+	// by Close), so the free space statfs reports is the node's own and a test can fill it
+	// (Node.SysrootFree) or grow it (Node.ResizeSysroot). The base install takes ~120 KiB.
+	// Booted-tier nodes ignore it. Default 0: the sysroot is a directory on Dir's filesystem.
+	SysrootSize int64
 	// OSName is the stateroot of every node (default "fcos").
 	OSName string
 	// Dir holds everything the world makes (default: a new temporary directory, removed on Close).
@@ -101,6 +107,9 @@ func New(ctx context.Context, o Options) (_ *World, err error) {
 	}
 	if o.Booted < 0 || o.Booted > o.Nodes {
 		return nil, fmt.Errorf("the node-in-a-box: Booted (%d) must be between 0 and Nodes (%d)", o.Booted, o.Nodes)
+	}
+	if o.SysrootSize < 0 {
+		return nil, fmt.Errorf("the node-in-a-box: SysrootSize (%d) must not be negative", o.SysrootSize)
 	}
 	if o.Booted > 0 {
 		if err := nspawn.Prerequisites(); err != nil {
