@@ -261,10 +261,10 @@ func TestDaemonSetMountsMatchDesign(t *testing.T) {
 	}
 	hostRoot := args["host-root"]
 	want := map[string]mount{
-		"/run":                       {"/run", false},    // rpm-ostree's socket, the system bus, journald, /run/ostree/auth.json
-		hostRoot:                     {"/", false},       // writes go to the live /host/etc and /host/var
-		hostRoot + "/sysroot":        {"/sysroot", true}, // deployments are read, never written
-		"/etc/containers":            {"/etc/containers", true},
+		"/run":                {"/run", false},    // rpm-ostree's socket, the system bus, journald, /run/ostree/auth.json
+		hostRoot:              {"/", false},       // writes go to the live /host/etc and /host/var
+		hostRoot + "/sysroot": {"/sysroot", true}, // deployments are read, never written
+		"/etc/containers":     {"/etc/containers", true},
 	}
 	for path, w := range want {
 		if got, ok := mounts[path]; !ok || got != w {
