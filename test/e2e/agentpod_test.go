@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"layerd.dev/layerd/pkg/coord"
+	"layerd.dev/layerd/pkg/nodestatus"
+	"layerd.dev/layerd/pkg/reason"
 	"layerd.dev/layerd/test/harness"
 )
 
@@ -156,4 +159,33 @@ func setPools(ctx context.Context, t *testing.T, kube kubernetes.Interface, doc 
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("updating %s: %v", coord.ConfigMapName, err)
 	}
+}
+
+// startAgentUp starts the agent on n (startAgentPod) and waits until it reports the node Done,
+// so what the test does next is seen by a running agent.
+func startAgentUp(ctx context.Context, t *testing.T, w *harness.World, n *harness.Node, extra ...string) *agentPod {
+	t.Helper()
+	a := startAgentPod(ctx, t, w, n, extra...)
+	waitNode(ctx, t, w.Kube.Client, n.Name, "agent up", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDone })
+	return a
+}
+
+// annotateUntilDegraded sets desired-image on node, waits for Degraded and fails the test unless
+// the reason is want. It returns the Node's status and the states and phases seen on the way.
+func annotateUntilDegraded(ctx context.Context, t *testing.T, kube kubernetes.Interface, node, desired string, want reason.Code) (nodestatus.Status, []string) {
+	t.Helper()
+	began := time.Now()
+	annotate(ctx, t, kube, node, desired)
+	phases := waitNode(ctx, t, kube, node, "Degraded", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDegraded })
+	t.Logf("Degraded after %v; phases: %s", time.Since(began).Round(time.Millisecond), strings.Join(phases, " → "))
+	n, err := kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := nodestatus.Read(n)
+	t.Logf("message: %s", s.Message)
+	if s.Reason != want {
+		t.Fatalf("reason %s (%q), want %s", s.Reason, s.Message, want)
+	}
+	return s, phases
 }

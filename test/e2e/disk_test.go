@@ -79,23 +79,9 @@ func TestNotEnoughDiskEndsInsufficientDiskAndRecoversOnRetryOnceTheSysrootGrows(
 		t.Fatalf("the test's image is too small: the sysroot has %d free, staging needs %d", freeBefore, need)
 	}
 
-	startAgentPod(ctx, t, w, n)
-	waitNode(ctx, t, kube, n.Name, "agent up", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDone })
+	startAgentUp(ctx, t, w, n)
 	reboots := n.Reboots()
-
-	began := time.Now()
-	annotate(ctx, t, kube, n.Name, img.Ref)
-	phases := waitNode(ctx, t, kube, n.Name, "Degraded", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDegraded })
-	t.Logf("Degraded after %v; phases: %s", time.Since(began).Round(time.Millisecond), strings.Join(phases, " → "))
-	node, err := kube.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := nodestatus.Read(node)
-	t.Logf("message: %s", s.Message)
-	if s.Reason != reason.InsufficientDisk {
-		t.Fatalf("reason %s (%q), want %s", s.Reason, s.Message, reason.InsufficientDisk)
-	}
+	s, phases := annotateUntilDegraded(ctx, t, kube, n.Name, img.Ref, reason.InsufficientDisk)
 
 	t.Run("the_message_and_the_event_name_the_sizes", func(t *testing.T) {
 		for _, want := range []string{img.Pinned, fmt.Sprintf("needs about %d bytes", need), fmt.Sprintf("%d compressed", size)} {

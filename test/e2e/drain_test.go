@@ -141,23 +141,9 @@ func TestDrainBlockedByAPDBEndsDrainTimeoutAndRecoversOnRetry(t *testing.T) {
 
 	setPools(ctx, t, kube, "default:\n  maxUnavailable: 1\n  drainTimeout: 8s\n")
 	g := guardPod(ctx, t, kube, n.Name)
-	startAgentPod(ctx, t, w, n)
-	waitNode(ctx, t, kube, n.Name, "agent up", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDone })
+	startAgentUp(ctx, t, w, n)
 	reboots := n.Reboots()
-
-	began := time.Now()
-	annotate(ctx, t, kube, n.Name, img.Ref)
-	phases := waitNode(ctx, t, kube, n.Name, "Degraded", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDegraded })
-	t.Logf("Degraded after %v; phases: %s", time.Since(began).Round(time.Millisecond), strings.Join(phases, " → "))
-	node, err := kube.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := nodestatus.Read(node)
-	t.Logf("message: %s", s.Message)
-	if s.Reason != reason.DrainTimeout {
-		t.Fatalf("reason %s (%q), want %s", s.Reason, s.Message, reason.DrainTimeout)
-	}
+	s, phases := annotateUntilDegraded(ctx, t, kube, n.Name, img.Ref, reason.DrainTimeout)
 	if !containsPhase(phases, string(nodestatus.PhaseDraining)) {
 		t.Errorf("Draining never observed: %v", phases)
 	}

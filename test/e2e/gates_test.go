@@ -29,8 +29,7 @@ func TestPoolPolicyHoldsNodesBeforeTheSlot(t *testing.T) {
 		"usr/bin/mytool": {Mode: 0o755, Content: "#!/bin/sh\necho mytool 3.1\n"}}}, true)
 	img2 := ownImage(t, w, osimage.Spec{Repo: "fcos/os", Tag: "paused", Version: "3.2", Files: map[string]osimage.File{
 		"usr/bin/mytool": {Mode: 0o755, Content: "#!/bin/sh\necho mytool 3.2\n"}}}, true)
-	startAgentPod(ctx, t, w, n)
-	waitNode(ctx, t, kube, n.Name, "agent up", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDone })
+	startAgentUp(ctx, t, w, n)
 
 	heldBack := func(t *testing.T, staged string) {
 		t.Helper()

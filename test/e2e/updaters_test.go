@@ -43,19 +43,15 @@ func TestAnotherRegisteredUpdaterStopsTheUpdateUntilThePoolAllowsIt(t *testing.T
 		t.Fatalf("update driver after zincati registered: %+v, %v", drv, err)
 	}
 
-	startAgentPod(ctx, t, w, n)
-	waitNode(ctx, t, kube, n.Name, "agent up", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDone })
+	startAgentUp(ctx, t, w, n)
 	reboots := n.Reboots()
-	annotate(ctx, t, kube, n.Name, img.Ref)
-	waitNode(ctx, t, kube, n.Name, "Degraded", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDegraded })
+	s, _ := annotateUntilDegraded(ctx, t, kube, n.Name, img.Ref, reason.ConflictingUpdater)
+	if !strings.Contains(s.Message, "Zincati") || !strings.Contains(s.Message, updaters.PolicyKey) {
+		t.Fatalf("message %q: want Zincati and the policy key named", s.Message)
+	}
 	node, err := kube.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
-	}
-	s := nodestatus.Read(node)
-	t.Logf("message: %s", s.Message)
-	if s.Reason != reason.ConflictingUpdater || !strings.Contains(s.Message, "Zincati") || !strings.Contains(s.Message, updaters.PolicyKey) {
-		t.Fatalf("reason %s message %q: want ConflictingUpdater naming Zincati and the policy key", s.Reason, s.Message)
 	}
 	waitEvent(ctx, t, kube, n.Name, string(reason.ConflictingUpdater), 10*time.Second, func(e corev1.Event) bool {
 		return e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, "Zincati")
