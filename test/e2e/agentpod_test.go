@@ -15,6 +15,7 @@ import (
 	"layerd.dev/layerd/pkg/nodestatus"
 	"layerd.dev/layerd/pkg/reason"
 	"layerd.dev/layerd/test/harness"
+	"layerd.dev/layerd/test/osimage"
 )
 
 // agentExitKey holds, in a context made by agentContext, the function that cancels it when an
@@ -188,4 +189,24 @@ func annotateUntilDegraded(ctx context.Context, t *testing.T, kube kubernetes.In
 		t.Fatalf("reason %s (%q), want %s", s.Reason, s.Message, want)
 	}
 	return s, phases
+}
+
+// retryUntilDoneOnce sets layerd.dev/retry to value and checks the update then ends Done on img
+// with exactly one reboot since reboots, img booted and nothing staged.
+func retryUntilDoneOnce(ctx context.Context, t *testing.T, kube kubernetes.Interface, n *harness.Node, img *osimage.Image, value string, reboots int) {
+	t.Helper()
+	began := time.Now()
+	setRetry(ctx, t, kube, n.Name, value)
+	phases := waitNode(ctx, t, kube, n.Name, "Done on "+img.Pinned, func(s nodestatus.Status) bool {
+		return s.State == nodestatus.StateDone && s.CurrentImage == img.Pinned
+	})
+	t.Logf("Done after %v; phases: %s", time.Since(began).Round(time.Millisecond), strings.Join(phases, " → "))
+	waitReboots(t, n, reboots+1, 30*time.Second)
+	time.Sleep(time.Second) // a second reboot would show by now
+	if got := n.Reboots() - reboots; got != 1 {
+		t.Errorf("%d reboots, want exactly 1", got)
+	}
+	if st := status(t, connect(t, n)); digestOf(st.Booted) != img.Digest.String() || st.Staged != nil {
+		t.Errorf("rpm-ostree booted %s, staged %v; want %s booted, nothing staged", digestOf(st.Booted), st.Staged, img.Digest)
+	}
 }

@@ -124,20 +124,7 @@ func TestNotEnoughDiskEndsInsufficientDiskAndRecoversOnRetryOnceTheSysrootGrows(
 		if err := n.ResizeSysroot(grown); err != nil {
 			t.Fatal(err)
 		}
-		began := time.Now()
-		setRetry(ctx, t, kube, n.Name, "after-the-sysroot-grew")
-		phases := waitNode(ctx, t, kube, n.Name, "Done on "+img.Pinned, func(s nodestatus.Status) bool {
-			return s.State == nodestatus.StateDone && s.CurrentImage == img.Pinned
-		})
-		t.Logf("Done after %v; phases: %s", time.Since(began).Round(time.Millisecond), strings.Join(phases, " → "))
-		waitReboots(t, n, reboots+1, 30*time.Second)
-		time.Sleep(time.Second) // a second reboot would show by now
-		if got := n.Reboots() - reboots; got != 1 {
-			t.Errorf("%d reboots, want exactly 1", got)
-		}
-		if st := status(t, connect(t, n)); digestOf(st.Booted) != img.Digest.String() || st.Staged != nil {
-			t.Errorf("rpm-ostree booted %s, staged %v; want %s booted, nothing staged", digestOf(st.Booted), st.Staged, img.Digest)
-		}
+		retryUntilDoneOnce(ctx, t, kube, n, img, "after-the-sysroot-grew", reboots)
 		node, err := kube.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)

@@ -183,20 +183,7 @@ func TestDrainBlockedByAPDBEndsDrainTimeoutAndRecoversOnRetry(t *testing.T) {
 		if err := kube.PolicyV1().PodDisruptionBudgets(g.ns).Delete(ctx, g.pdb, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		began := time.Now()
-		setRetry(ctx, t, kube, n.Name, "after-pdb-removed")
-		phases := waitNode(ctx, t, kube, n.Name, "Done on "+img.Pinned, func(s nodestatus.Status) bool {
-			return s.State == nodestatus.StateDone && s.CurrentImage == img.Pinned
-		})
-		t.Logf("Done after %v; phases: %s", time.Since(began).Round(time.Millisecond), strings.Join(phases, " → "))
-		waitReboots(t, n, reboots+1, 30*time.Second)
-		time.Sleep(time.Second) // a second reboot would show by now
-		if got := n.Reboots() - reboots; got != 1 {
-			t.Errorf("%d reboots, want exactly 1", got)
-		}
-		if st := status(t, connect(t, n)); digestOf(st.Booted) != img.Digest.String() || st.Staged != nil {
-			t.Errorf("rpm-ostree booted %s, staged %v; want %s booted, nothing staged", digestOf(st.Booted), st.Staged, img.Digest)
-		}
+		retryUntilDoneOnce(ctx, t, kube, n, img, "after-pdb-removed", reboots)
 		if _, err := kube.CoreV1().Pods(g.ns).Get(ctx, g.pod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("the pod the PDB guarded is still there (%v): it should have been evicted", err)
 		}
