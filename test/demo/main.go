@@ -75,9 +75,6 @@ func buildImage(ctx context.Context, w *harness.World, n *harness.Node, spec osi
 	return w.Images.Layered(ctx, w.Base, spec)
 }
 
-// podSystemBus is DBUS_SYSTEM_BUS_ADDRESS inside a pod (the node's /run is the pod's /run).
-const podSystemBus = "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket"
-
 func main() {
 	began := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -30,14 +30,7 @@ func (d *demo) startAgent(ctx context.Context, n *harness.Node, bin string) erro
 		return err
 	}
 	d.agentLog[n.Name] = path
-	_, _, err = n.RunPod(harness.PodTemplate{
-		Name: "layerd-agent", Path: bin,
-		Args: []string{"layerd", "agent", "--node-name", n.Name, "--kubeconfig", kubeconfig,
-			"--namespace", harness.AgentNamespace, "--policy", w.Trust.PolicyPath,
-			"--registries-d", w.Trust.RegistriesDDir, "--registries-conf", w.Trust.RegistriesConfPath,
-			"--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-format", "console", "--log-journal", "auto"},
-		Env: []string{podSystemBus}, Stdout: f, Stderr: f,
-	})
+	_, _, err = n.RunPod(w.AgentPod(n, bin, kubeconfig, f, "--log-journal", "auto"))
 	if err != nil {
 		return fmt.Errorf("starting the agent pod on %s: %w", n.Name, err)
 	}

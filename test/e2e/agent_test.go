@@ -71,14 +71,9 @@ func TestAgentUpdatesANodeAnnotatedWithASignedImage(t *testing.T) {
 	bin := layerdBinary(t)
 	var logs syncBuffer
 	runAgent := func(name string) (*harness.Pod, func() error) {
-		pod, stop, err := n.RunPod(harness.PodTemplate{
-			Name: name, Path: bin,
-			Args: []string{"layerd", "agent", "--node-name", n.Name, "--kubeconfig", kubeconfig,
-				"--namespace", harness.AgentNamespace, "--policy", w.Trust.PolicyPath,
-				"--registries-d", w.Trust.RegistriesDDir, "--registries-conf", w.Trust.RegistriesConfPath,
-				"--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-format", "console", "--log-journal", "off"},
-			Env: []string{podSystemBus}, Stdout: &logs, Stderr: &logs,
-		})
+		tmpl := w.AgentPod(n, bin, kubeconfig, &logs)
+		tmpl.Name = name
+		pod, stop, err := n.RunPod(tmpl)
 		if err != nil {
 			t.Fatalf("starting the agent pod on %s: %v", n.Name, err)
 		}

@@ -57,13 +57,7 @@ func startAgentPod(ctx context.Context, t *testing.T, w *harness.World, n *harne
 		t.Fatalf("agent kubeconfig of %s: %v", n.Name, err)
 	}
 	a := &agentPod{n: n, name: "layerd-agent", logs: &syncBuffer{}, quit: make(chan struct{}), watched: make(chan struct{})}
-	args := append([]string{"layerd", "agent", "--node-name", n.Name, "--kubeconfig", kubeconfig,
-		"--namespace", harness.AgentNamespace, "--policy", w.Trust.PolicyPath,
-		"--registries-d", w.Trust.RegistriesDDir, "--registries-conf", w.Trust.RegistriesConfPath,
-		"--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-format", "console", "--log-journal", "off"},
-		extra...)
-	pod, stop, err := n.RunPod(harness.PodTemplate{Name: a.name, Path: layerdBinary(t), Args: args,
-		Env: []string{podSystemBus}, Stdout: a.logs, Stderr: a.logs})
+	pod, stop, err := n.RunPod(w.AgentPod(n, layerdBinary(t), kubeconfig, a.logs, extra...))
 	if err != nil {
 		t.Fatalf("starting the agent pod on %s: %v", n.Name, err)
 	}

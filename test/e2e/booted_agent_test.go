@@ -64,14 +64,7 @@ func TestAgentOnABootedNode(t *testing.T) {
 		t.Fatalf("agent kubeconfig: %v", err)
 	}
 	var logs syncBuffer
-	_, stop, err := n.RunPod(harness.PodTemplate{
-		Name: "layerd-agent", Path: layerdBinary(t),
-		Args: []string{"layerd", "agent", "--node-name", n.Name, "--kubeconfig", kubeconfig,
-			"--namespace", harness.AgentNamespace, "--policy", w.Trust.PolicyPath,
-			"--registries-d", w.Trust.RegistriesDDir, "--registries-conf", w.Trust.RegistriesConfPath,
-			"--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-format", "console", "--log-journal", "auto"},
-		Env: []string{podSystemBus}, Stdout: &logs, Stderr: &logs,
-	})
+	_, stop, err := n.RunPod(w.AgentPod(n, layerdBinary(t), kubeconfig, &logs, "--log-journal", "auto"))
 	if err != nil {
 		t.Fatalf("starting the agent pod on %s: %v", n.Name, err)
 	}

@@ -95,14 +95,9 @@ func (a *crashAgent) start() {
 	a.t.Helper()
 	a.gen++
 	a.name = fmt.Sprintf("layerd-agent-%d", a.gen)
-	_, stop, err := a.n.RunPod(harness.PodTemplate{
-		Name: a.name, Path: a.bin,
-		Args: []string{"layerd", "agent", "--node-name", a.n.Name, "--kubeconfig", a.kubeconfig,
-			"--namespace", harness.AgentNamespace, "--policy", a.w.Trust.PolicyPath,
-			"--registries-d", a.w.Trust.RegistriesDDir, "--registries-conf", a.w.Trust.RegistriesConfPath,
-			"--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-format", "console", "--log-journal", "off"},
-		Env: []string{podSystemBus}, Stdout: a.logs, Stderr: a.logs,
-	})
+	tmpl := a.w.AgentPod(a.n, a.bin, a.kubeconfig, a.logs)
+	tmpl.Name = a.name
+	_, stop, err := a.n.RunPod(tmpl)
 	if err != nil {
 		a.t.Fatalf("starting the agent pod on %s: %v", a.n.Name, err)
 	}

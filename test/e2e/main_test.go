@@ -286,7 +286,7 @@ func layerdBinary(t *testing.T) string {
 
 // podSystemBus is DBUS_SYSTEM_BUS_ADDRESS inside a pod: the node's /run is the pod's /run and
 // the harness starts the node's dbus-daemon in <RunDir>/dbus.
-const podSystemBus = "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket"
+const podSystemBus = harness.PodSystemBus
 
 // runInPod runs layerd with args on n the way a DaemonSet pod runs and returns its stdout.
 func runInPod(t *testing.T, n *harness.Node, args ...string) string {
