@@ -83,16 +83,16 @@ func previewWarnings(cur State, obs Observed) []Effect {
 	if p == nil {
 		return nil
 	}
-	of := " (" + about(cur) + ")"
+	of := about(cur) + ": "
 	if p.Err != "" {
 		return []Effect{Warn{Code: reason.HostPreviewFailed, Message: "The /etc and /var preview of " + about(cur) + " failed: " + p.Err}}
 	}
 	var out []Effect
 	if p.EtcConflicts > 0 {
-		out = append(out, Warn{Code: reason.EtcConflict, Message: etcSentence(p, obs.Policy) + of + limitSentence(p)})
+		out = append(out, Warn{Code: reason.EtcConflict, Message: of + etcSentence(p, obs.Policy) + limitSentence(p)})
 	}
 	if p.VarNotApplied > 0 {
-		out = append(out, Warn{Code: reason.VarContentNotApplied, Message: varSentence(p, obs.Policy) + of + limitSentence(p)})
+		out = append(out, Warn{Code: reason.VarContentNotApplied, Message: of + varSentence(p, obs.Policy) + limitSentence(p)})
 	}
 	return out
 }
@@ -158,7 +158,7 @@ func varAfterBoot(cur *State, obs Observed) (effects []Effect, done bool) {
 func paths(first []string, n int) string {
 	s := strings.Join(first, ", ")
 	if n > len(first) {
-		s += ", …"
+		s += fmt.Sprintf(" and %d more", n-len(first))
 	}
 	return s
 }

@@ -103,11 +103,11 @@ func TestPreview(t *testing.T) {
 		containsAll(t, "message", reportOf(t, d.Effects).Message, "etcPolicy ImageWins: the new defaults replace them",
 			"/var/lib/layerd/etc-backup", "varPolicy CreateMissing: the missing ones are created after the boot")
 	})
-	t.Run("more_paths_than_listed_end_with_an_ellipsis_and_a_limit_says_so", func(t *testing.T) {
+	t.Run("more_paths_than_listed_end_with_how_many_more_and_a_limit_says_so", func(t *testing.T) {
 		s := conflicts
 		s.EtcConflicts, s.Limit = 40, "max-files: stopped after 200000 entries"
 		d := m.Step(in(daemon.PhaseStaged), stagedNow(previewedWith(s)))
-		containsAll(t, "message", reportOf(t, d.Effects).Message, "40 local edits", "foo.conf, …",
+		containsAll(t, "message", reportOf(t, d.Effects).Message, "40 local edits", "app.conf, foo.conf and 38 more.",
 			"stopped at a limit (max-files: stopped after 200000 entries)")
 	})
 	t.Run("a_bad_pool_policy_value_is_named_in_the_message", func(t *testing.T) {

@@ -84,7 +84,7 @@ func TestHostFSPreviewLimitsThroughTheAgent(t *testing.T) {
 		msg := staged.last(n.Name)
 		t.Logf("Staged message: %s", msg)
 		for _, want := range []string{"/var: ", "(varPolicy Report: not created): lib/loop, lib/loop/a, lib/loop/b, lib/loop/out, lib/loop/self, lib/pipe, ",
-			", …." + limitSentence} {
+			" more." + limitSentence} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("the Staged message lacks %q", want)
 			}
