@@ -14,8 +14,8 @@ import (
 // node except an ImageWins application that fails (EtcPolicyFailed: nothing is rebooted).
 
 // restoreEtc asks to put back every ImageWins backup the host holds from the booted
-// deployment, unless next is about to finalize into its digest. Step appends it to every
-// decision, so a failed finalize, a lost slot, a change of desired-image or a boot into
+// deployment, unless next is about to finalize into its digest. Step puts it before the
+// effects of every decision, so a failed finalize, a lost slot, a change of desired-image or a boot into
 // another deployment (after a crash too: the backups are observed) gives the admin's /etc
 // back. In Rebooting, actRebooting decides (it restores when the policy is no longer
 // ImageWins).

@@ -76,7 +76,7 @@ func (m *Machine) Step(cur State, obs Observed) Decision {
 	if d.Next.Phase != cur.Phase {
 		d.Next.Retries = 0
 	}
-	d.Effects = append(ackRetry(obs, d.Effects), restoreEtc(d.Next, obs)...)
+	d.Effects = beforeWork(ackRetry(obs, d.Effects), restoreEtc(d.Next, obs))
 	return d
 }
 
@@ -109,6 +109,25 @@ func ackRetry(obs Observed, effects []Effect) []Effect {
 
 func stay(cur State, effects ...[]Effect) Decision {
 	return Decision{Next: cur, Effects: concat(effects...)}
+}
+
+// beforeWork puts extra right after the leading reports (AckRetry, Report: what the Node says
+// comes first) and before the rest of effects: a failing one stops the list (no Finalize while
+// /etc is not the admin's), and the phase's own last effect stays the Outcome the next Step sees.
+func beforeWork(effects, extra []Effect) []Effect {
+	if len(extra) == 0 {
+		return effects
+	}
+	i := 0
+	for i < len(effects) {
+		switch effects[i].(type) {
+		case Report, AckRetry:
+			i++
+			continue
+		}
+		break
+	}
+	return concat(effects[:i], extra, effects[i:])
 }
 
 func concat(lists ...[]Effect) []Effect {

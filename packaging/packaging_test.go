@@ -352,6 +352,9 @@ func TestConfigMapPools(t *testing.T) {
 	}
 	ex := &corev1.ConfigMap{ObjectMeta: cm.ObjectMeta, Data: map[string]string{coord.ConfigKeyPools: strings.Join(lines, "\n")}}
 	cfg, err = coord.ParseConfig(ex)
+	if err == nil {
+		err = cfg.Err()
+	}
 	if err != nil {
 		t.Fatalf("the example: %v", err)
 	}

@@ -86,7 +86,7 @@ func (f *JournalctlFinalizeLog) PreviousBootFinalizeError(ctx context.Context) (
 	if countLines(boots) < 2 {
 		return "", nil // the journal starts with the running boot
 	}
-	out, err := f.journalctl(ctx, "--boot=-1", "--unit="+FinalizeUnit, "--output=json")
+	out, err := f.journalctl(ctx, "--boot=-1", "--unit="+FinalizeUnit, "--output=json", "--all") // --all: long fields too
 	if err != nil {
 		return "", fmt.Errorf("reading the previous boot's finalization: %w", err)
 	}
@@ -110,8 +110,10 @@ func finalizeError(out []byte) (string, error) {
 			continue
 		}
 		var e journalEntry
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return "", fmt.Errorf("parsing a journal entry of %s: %w", FinalizeUnit, err)
+		if json.Unmarshal(raw, &e) != nil {
+			// A field journalctl wrote as an array (several values, or not UTF-8): this entry
+			// is not one the finalize error is read from; the others still are.
+			continue
 		}
 		msg := strings.TrimSpace(e.message())
 		if e.MessageID == msgUnitResult && e.UnitResult != "" && e.UnitResult != "success" {

@@ -121,10 +121,11 @@ func TestJournalctlFinalizeLog(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
-	t.Run("output_that_is_not_json_is_an_error", func(t *testing.T) {
-		_, err := newLog(t, &fakeJournalctl{boots: twoBoots, entries: "-- No entries --\n"}).PreviousBootFinalizeError(ctx)
-		if err == nil {
-			t.Fatal("no error")
+	t.Run("an_entry_that_does_not_decode_is_passed_over_and_the_others_still_count", func(t *testing.T) {
+		odd := `{"MESSAGE":"x","PRIORITY":["3","4"],"_SYSTEMD_UNIT":"ostree-finalize-staged.service"}` + "\n-- No entries --\n"
+		msg, err := newLog(t, &fakeJournalctl{boots: twoBoots, entries: odd + failedFinalize}).PreviousBootFinalizeError(ctx)
+		if err != nil || !strings.Contains(msg, "unit result: exit-code") {
+			t.Fatalf("got %q, %v; want the failure read from the entries that decode", msg, err)
 		}
 	})
 	t.Run("the_constructor_rejects_a_missing_directory_or_runner", func(t *testing.T) {

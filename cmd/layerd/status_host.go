@@ -164,13 +164,13 @@ func writeHostReport(b *strings.Builder, file string, rep *hostfs.Report, verbos
 	}
 }
 
-// counted is "n" followed by the paths, with an ellipsis when some are not listed.
+// counted is "n" followed by the paths and how many more are not listed.
 func counted(n int, paths []string) string {
 	s := fmt.Sprint(n)
 	if len(paths) > 0 {
 		s += "  " + strings.Join(paths, ", ")
 		if n > len(paths) {
-			s += ", …"
+			s += fmt.Sprintf(" and %d more", n-len(paths))
 		}
 	}
 	return s

@@ -192,6 +192,8 @@ type Agent struct {
 	resolved map[string]*image.Resolved // by pinned reference, as Resolve returned it
 	stagedAt uint64                     // DownloadProgress bytes seen in the current Stage
 	problem  string                     // the last pool policy problem logged
+	// lastPolicy is the pool policy last read; it stands while layerd-config cannot be read.
+	lastPolicy daemon.Policy
 
 	finalizeRead bool   // the previous boot's finalize error was read from the journal
 	finalizeErr  string // what it said ("" when finalization did not fail)

@@ -215,6 +215,9 @@ func (a *Agent) slotGate(ctx context.Context, e daemon.AcquireSlot) (string, err
 		return "", fmt.Errorf("reading the pool policy: %w", err)
 	}
 	p := cfg.Pool(e.Pool)
+	if p.Err != nil {
+		return "the pool policy is not understood (" + p.Err.Error() + "); fix " + coord.ConfigMapName, nil
+	}
 	if p.Paused {
 		return "the pool is paused (paused: true in " + coord.ConfigMapName + ")", nil
 	}

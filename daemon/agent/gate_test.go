@@ -6,7 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"errors"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+
+	"layerd.dev/layerd/pkg/image"
+	"layerd.dev/layerd/pkg/reason"
 
 	"layerd.dev/layerd/pkg/coord"
 	"layerd.dev/layerd/pkg/nodestatus"
@@ -68,4 +75,22 @@ func (f *fixture) setPools(poolsYAML string) {
 	if _, err := cms.Update(context.Background(), cm, metav1.UpdateOptions{}); err != nil {
 		f.t.Fatal(err)
 	}
+}
+
+func TestAgentWithAnUnreadablePoolPolicy(t *testing.T) {
+	t.Run("an_update_still_reaches_its_end_state", func(t *testing.T) {
+		host := &fakeHost{booted: baseDig}
+		f := newFixture(t, readyNode(repo+":v2"), host)
+		f.kube.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, errors.New("etcdserver: request timed out")
+		})
+		f.images.VerifyFunc = func(_ context.Context, r *image.Resolved) (*image.Verdict, error) {
+			return nil, &image.Error{Code: reason.SignatureRejected, Image: r.Pinned, Err: errors.New("a signature was required")}
+		}
+		f.start()
+		st := f.waitFor("Degraded", func(s nodestatus.Status) bool { return s.State == nodestatus.StateDegraded })
+		if st.Reason != reason.SignatureRejected {
+			t.Fatalf("reason %s (%q), want SignatureRejected", st.Reason, st.Message)
+		}
+	})
 }

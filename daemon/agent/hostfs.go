@@ -57,6 +57,9 @@ func (a *Agent) preview(ctx context.Context, digest string) (*hostfs.Report, err
 // conflicting local files aside so the merge takes the new defaults.
 func (a *Agent) applyEtcPolicy(ctx context.Context, log *zap.Logger, e daemon.ApplyEtcPolicy) error {
 	booted, staged, err := a.deployments(ctx, e.Digest)
+	if errors.Is(err, errStatusRead) {
+		return fmt.Errorf("etcPolicy ImageWins: %w", err) // D-Bus: retried in place
+	}
 	if err != nil {
 		return coded(reason.EtcPolicyFailed, fmt.Errorf("etcPolicy ImageWins: %w", err))
 	}
@@ -91,6 +94,9 @@ func (a *Agent) restoreEtc(ctx context.Context, log *zap.Logger, e daemon.Restor
 // writes the host report with what it did.
 func (a *Agent) createMissingVar(ctx context.Context, log *zap.Logger, e daemon.CreateMissingVar) daemon.Outcome {
 	results, vr, err := a.createVar(ctx, e.Digest)
+	if errors.Is(err, errStatusRead) {
+		return daemon.OutcomeOf(e, err) // D-Bus: retried in place
+	}
 	if err != nil {
 		return daemon.OutcomeOf(e, coded(reason.VarContentNotApplied, err))
 	}
@@ -116,7 +122,7 @@ func (a *Agent) createMissingVar(ctx context.Context, log *zap.Logger, e daemon.
 func (a *Agent) createVar(ctx context.Context, digest string) ([]hostfs.VarResult, *hostfs.VarReport, error) {
 	st, err := a.d.Host.Status(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading rpm-ostree status: %w", err)
+		return nil, nil, fmt.Errorf("%w: %w", errStatusRead, err)
 	}
 	if st.Booted == nil || digestOfDeployment(st.Booted) != digest {
 		return nil, nil, fmt.Errorf("the booted deployment is not %s", digest)
@@ -133,10 +139,14 @@ func (a *Agent) createVar(ctx context.Context, digest string) ([]hostfs.VarResul
 }
 
 // deployments returns the booted deployment and the staged one, which must carry digest.
+// errStatusRead marks a failed rpm-ostree Status call: an infrastructure error the loop retries
+// in place, never a reason to degrade the node.
+var errStatusRead = errors.New("reading rpm-ostree status")
+
 func (a *Agent) deployments(ctx context.Context, digest string) (booted, staged hostfs.DeploymentRef, err error) {
 	st, err := a.d.Host.Status(ctx)
 	if err != nil {
-		return booted, staged, fmt.Errorf("reading rpm-ostree status: %w", err)
+		return booted, staged, fmt.Errorf("%w: %w", errStatusRead, err)
 	}
 	if st.Booted == nil {
 		return booted, staged, errors.New("rpm-ostree reports no booted deployment")
@@ -176,10 +186,15 @@ func (a *Agent) etcBackups(st *rpmostree.Status) []string {
 
 // policy reads the pool's etcPolicy and varPolicy. A value it does not know is logged and
 // named in Policy.Problem; the default is used for it.
-func (a *Agent) policy(ctx context.Context, node *corev1.Node) (daemon.Policy, error) {
+func (a *Agent) policy(ctx context.Context, node *corev1.Node) daemon.Policy {
 	cfg, err := a.d.Slots.Config(ctx)
 	if err != nil {
-		return daemon.Policy{}, fmt.Errorf("reading the pool policy: %w", err)
+		a.mu.Lock()
+		last := a.lastPolicy
+		a.mu.Unlock()
+		last.Problem = "the pool policy could not be read (" + err.Error() + "); the last one read is used"
+		a.logProblem(nodestatus.PoolOf(node), last.Problem)
+		return last
 	}
 	pool := nodestatus.PoolOf(node)
 	p, perr := hostfs.PolicyFromRaw(cfg.Pool(pool).Raw)
@@ -189,13 +204,21 @@ func (a *Agent) policy(ctx context.Context, node *corev1.Node) (daemon.Policy, e
 		out.Problem = strings.Join(strings.Split(perr.Error(), "\n"), "; ") + "; the default is used"
 	}
 	a.mu.Lock()
-	changed := out.Problem != a.problem
-	a.problem = out.Problem
+	a.lastPolicy = out
 	a.mu.Unlock()
-	if changed && out.Problem != "" {
-		a.log.Warn("pool policy of "+pool, zap.String("pool", pool), zap.String("problem", out.Problem))
+	a.logProblem(pool, out.Problem)
+	return out
+}
+
+// logProblem logs a pool policy problem once, when it changes.
+func (a *Agent) logProblem(pool, problem string) {
+	a.mu.Lock()
+	changed := problem != a.problem
+	a.problem = problem
+	a.mu.Unlock()
+	if changed && problem != "" {
+		a.log.Warn("pool policy of "+pool, zap.String("pool", pool), zap.String("problem", problem))
 	}
-	return out, nil
 }
 
 // startDrift measures the /etc drift in the background (at start and after each update) unless

@@ -229,9 +229,9 @@ func (a *Agent) observe(ctx context.Context, node *corev1.Node) (daemon.Observed
 	if st := obs.Node.Status.State; st == nodestatus.StateWorking || st == nodestatus.StateDegraded {
 		// The policy decides in Staged, Rebooting and Confirming: read while an update runs or
 		// may resume.
-		if obs.Policy, err = a.policy(ctx, node); err != nil {
-			return daemon.Observed{}, err
-		}
+		// An unreadable layerd-config must not freeze the update (end states, Confirming):
+		// the last policy read stands, and the problem is logged and shown.
+		obs.Policy = a.policy(ctx, node)
 	}
 	return obs, nil
 }

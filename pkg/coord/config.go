@@ -2,6 +2,7 @@ package coord
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -80,6 +81,9 @@ type PoolPolicy struct {
 	// SettleTime, when set, is how long a rebooted node must be Ready before it is Done and
 	// frees its slot (nil: the agent's default, 10s).
 	SettleTime *time.Duration
+	// Err is set when a field above has a bad value: the pool's nodes must not take a slot on a
+	// policy that was not understood (the other pools are unaffected). It names the pool and field.
+	Err error
 	// Raw holds every field of the pool's entry as JSON, for the packages owning the others.
 	Raw map[string]json.RawMessage
 }
@@ -108,38 +112,71 @@ func ParseConfig(cm *corev1.ConfigMap) (Config, error) {
 				c.unsupported = append(c.unsupported, pool+"."+k)
 			}
 		}
-		if raw, ok := fields["paused"]; ok {
-			if err := json.Unmarshal(raw, &p.Paused); err != nil {
-				return Config{}, fmt.Errorf("parsing %s/%s: pool %s: paused: want true or false: %w", cm.Name, ConfigKeyPools, pool, err)
-			}
-		}
-		if raw, ok := fields["settleTime"]; ok {
-			var v string
-			d, err := time.ParseDuration(strings.Trim(string(raw), `"`))
-			if json.Unmarshal(raw, &v) != nil || err != nil || d < 0 {
-				return Config{}, fmt.Errorf("parsing %s/%s: pool %s: settleTime %s: want a duration such as \"30s\" or \"5m\"", cm.Name, ConfigKeyPools, pool, raw)
-			}
-			p.SettleTime = &d
-		}
-		if raw, ok := fields["rebootPolicy"]; ok {
-			var v string
-			if err := json.Unmarshal(raw, &v); err != nil || (v != string(RebootAutomatic) && v != string(RebootManual)) {
-				return Config{}, fmt.Errorf("parsing %s/%s: pool %s: rebootPolicy %s: want %s or %s", cm.Name, ConfigKeyPools, pool, raw, RebootAutomatic, RebootManual)
-			}
-			p.RebootPolicy = RebootPolicy(v)
-		}
-		if raw, ok := fields["maxUnavailable"]; ok {
-			v, err := parseMaxUnavailable(raw)
-			if err != nil {
-				return Config{}, fmt.Errorf("parsing %s/%s: pool %s: maxUnavailable: %w", cm.Name, ConfigKeyPools, pool, err)
-			}
-			p.MaxUnavailable = v
+		p.Err = p.parseFields(fields)
+		if p.Err != nil {
+			p.Err = fmt.Errorf("%s/%s: pool %s: %w", cm.Name, ConfigKeyPools, pool, p.Err)
 		}
 		c.pools[pool] = p
 	}
 	sort.Strings(c.unknown)
 	sort.Strings(c.unsupported)
 	return c, nil
+}
+
+// parseFields reads the fields coord enforces; a null value keeps the default. It stops at the
+// first bad value: the pool's policy is then unusable (PoolPolicy.Err), the other pools are not.
+func (p *PoolPolicy) parseFields(fields map[string]json.RawMessage) error {
+	set := func(key string) (json.RawMessage, bool) {
+		raw, ok := fields[key]
+		return raw, ok && string(raw) != "null"
+	}
+	if raw, ok := set("paused"); ok {
+		if err := json.Unmarshal(raw, &p.Paused); err != nil {
+			return fmt.Errorf("paused %s: want true or false", raw)
+		}
+	}
+	if raw, ok := set("settleTime"); ok {
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("settleTime %s: want a duration such as \"30s\" or \"5m\"", raw)
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("settleTime %s: want a duration such as \"30s\" or \"5m\"", raw)
+		}
+		p.SettleTime = &d
+	}
+	if raw, ok := set("rebootPolicy"); ok {
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil || (v != string(RebootAutomatic) && v != string(RebootManual)) {
+			return fmt.Errorf("rebootPolicy %s: want %s or %s", raw, RebootAutomatic, RebootManual)
+		}
+		p.RebootPolicy = RebootPolicy(v)
+	}
+	if raw, ok := set("maxUnavailable"); ok {
+		v, err := parseMaxUnavailable(raw)
+		if err != nil {
+			return fmt.Errorf("maxUnavailable: %w", err)
+		}
+		p.MaxUnavailable = v
+	}
+	return nil
+}
+
+// Err joins the errors of every pool whose policy is not understood (nil when none).
+func (c Config) Err() error {
+	names := make([]string, 0, len(c.pools))
+	for name := range c.pools {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var errs []error
+	for _, name := range names {
+		if err := c.pools[name].Err; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Pool returns the policy of pool, the defaults when the document does not list it.

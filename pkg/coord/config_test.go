@@ -46,8 +46,15 @@ func TestParseConfig(t *testing.T) {
 	})
 	t.Run("rejects_values_that_are_not_a_positive_count_or_share", func(t *testing.T) {
 		for _, v := range []string{"0", "-1", "0%", "150%", "abc", "1.5", "[1]"} {
-			if _, err := coord.ParseConfig(configMap("default:\n  maxUnavailable: " + v + "\n")); err == nil {
-				t.Errorf("maxUnavailable %s accepted", v)
+			cfg, err := coord.ParseConfig(configMap("default:\n  maxUnavailable: " + v + "\nother:\n  maxUnavailable: 2\n"))
+			if err != nil {
+				t.Fatalf("maxUnavailable %s: a bad value fails the whole document: %v", v, err)
+			}
+			if p := cfg.Pool("default"); p.Err == nil || !strings.Contains(p.Err.Error(), "pool default") {
+				t.Errorf("maxUnavailable %s accepted (err %v)", v, p.Err)
+			}
+			if p := cfg.Pool("other"); p.Err != nil || p.MaxUnavailable.IntValue() != 2 {
+				t.Errorf("another pool's bad value broke pool other: %+v", p)
 			}
 		}
 	})
@@ -94,9 +101,13 @@ func TestParseConfig(t *testing.T) {
 	t.Run("rejects_a_paused_that_is_not_a_boolean_and_an_unknown_reboot_policy", func(t *testing.T) {
 		for _, doc := range []string{"default:\n  paused: \"yes please\"\n", "default:\n  paused: 1\n",
 			"default:\n  rebootPolicy: manual\n", "default:\n  rebootPolicy: [Manual]\n"} {
-			if _, err := coord.ParseConfig(configMap(doc)); err == nil {
-				t.Errorf("accepted %q", doc)
+			if cfg, err := coord.ParseConfig(configMap(doc)); err != nil || cfg.Pool("default").Err == nil {
+				t.Errorf("%q: err %v, pool err %v; want the pool's policy refused", doc, err, cfg.Pool("default").Err)
 			}
+		}
+		cfg, err := coord.ParseConfig(configMap("default:\n  rebootPolicy:\n  paused:\n  settleTime:\n"))
+		if err != nil || cfg.Pool("default").Err != nil || cfg.Pool("default").RebootPolicy != coord.RebootAutomatic {
+			t.Errorf("null values: %v %+v; want the defaults", err, cfg.Pool("default"))
 		}
 	})
 	t.Run("reports_the_fields_it_does_not_enforce_yet", func(t *testing.T) {
@@ -120,8 +131,8 @@ func TestParseConfig(t *testing.T) {
 			t.Fatalf("unlisted pool settleTime = %v, want unset", *st)
 		}
 		for _, v := range []string{"5", "-1s", "soon", "[1m]"} {
-			if _, err := coord.ParseConfig(configMap("default:\n  settleTime: " + v + "\n")); err == nil {
-				t.Errorf("settleTime %s accepted", v)
+			if cfg, err := coord.ParseConfig(configMap("default:\n  settleTime: " + v + "\n")); err != nil || cfg.Pool("default").Err == nil {
+				t.Errorf("settleTime %s accepted (%v)", v, err)
 			}
 		}
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -167,6 +168,9 @@ func (s *Slots) MaxUnavailable(ctx context.Context, pool string) (int, error) {
 		return 0, err
 	}
 	p := cfg.Pool(pool)
+	if p.Err != nil {
+		return 0, p.Err
+	}
 	size := 0
 	if p.IsPercent() {
 		if size, err = s.PoolSize(ctx, pool); err != nil {
@@ -193,11 +197,17 @@ func (s *Slots) Config(ctx context.Context) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	if u := cfg.Unknown(); len(u) > 0 {
-		s.log.Warn("unknown pool policy fields", zap.Strings("fields", u))
+	unknown, unsupported := cfg.Unknown(), cfg.Unsupported()
+	key := strings.Join(unknown, ",") + "|" + strings.Join(unsupported, ",")
+	s.mu.Lock()
+	changed := key != s.warned
+	s.warned = key
+	s.mu.Unlock()
+	if changed && len(unknown) > 0 {
+		s.log.Warn("unknown pool policy fields", zap.Strings("fields", unknown))
 	}
-	if u := cfg.Unsupported(); len(u) > 0 {
-		s.log.Warn("pool policy fields not enforced by this version are ignored", zap.Strings("fields", u))
+	if changed && len(unsupported) > 0 {
+		s.log.Warn("pool policy fields not enforced by this version are ignored", zap.Strings("fields", unsupported))
 	}
 	return cfg, nil
 }

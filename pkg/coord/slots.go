@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -73,6 +74,9 @@ type Slots struct {
 	clock     clock.Clock
 	log       *zap.Logger
 	duration  time.Duration
+
+	mu     sync.Mutex
+	warned string // the policy warnings last logged, so each is logged once per change
 }
 
 // Option configures Slots.

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"layerd.dev/layerd/rpmostree"
 	"layerd.dev/layerd/systemd"
@@ -246,8 +247,9 @@ func describe(u systemd.UnitState) string {
 func (d *Detector) machineConfigDaemon() ([]Updater, error) {
 	for _, name := range []string{mcdCurrentConfig, mcdNodeAnnotations, mcdNodeAnnotationBak} {
 		rel := filepath.Join(mcdDir, name)
-		_, err := os.Stat(filepath.Join(d.opts.HostRoot, rel))
-		if errors.Is(err, fs.ErrNotExist) {
+		// Lstat: a link in the pod's view of the host would point into the pod's own tree.
+		_, err := os.Lstat(filepath.Join(d.opts.HostRoot, rel))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			continue
 		}
 		if err != nil {

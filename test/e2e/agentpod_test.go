@@ -148,7 +148,10 @@ func setPools(ctx context.Context, t *testing.T, kube kubernetes.Interface, doc 
 		cm.Data = map[string]string{}
 	}
 	cm.Data[coord.ConfigKeyPools] = doc
-	if _, err := coord.ParseConfig(cm); err != nil {
+	if cfg, err := coord.ParseConfig(cm); err != nil || cfg.Err() != nil {
+		if err == nil {
+			err = cfg.Err()
+		}
 		t.Fatalf("the test's pools.yaml: %v", err)
 	}
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {

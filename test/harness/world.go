@@ -171,8 +171,9 @@ func (w *World) startShared(ctx context.Context) error {
 		c, err := kube.Start(ctx, kube.Options{WorkDir: filepath.Join(w.Dir, "kube")})
 		kc <- res{c, err}
 	}()
+	received := false
 	defer func() {
-		if w.Kube == nil {
+		if !received { // an earlier step failed: keep the cluster so Close stops it
 			if r := <-kc; r.c != nil {
 				w.Kube = r.c
 			}
@@ -208,7 +209,7 @@ func (w *World) startShared(ctx context.Context) error {
 		w.logf("booted tier's base ready in %v", time.Since(began).Round(time.Millisecond))
 	}
 	r := <-kc
-	w.Kube = r.c
+	received, w.Kube = true, r.c
 	if r.err != nil {
 		return fmt.Errorf("starting the Kubernetes API: %w", r.err)
 	}
