@@ -379,7 +379,9 @@ func (n *Node) closeBooted() error {
 // crashStandIn kills rpm-ostreed.service with SIGKILL and starts it again, as systemd would
 // restart a crashed rpm-ostreed.
 func (b *bootedNode) crashStandIn(ctx context.Context, osname string) error {
-	if _, err := b.nsp.Exec(ctx, "systemctl", "kill", "--signal=SIGKILL", standInUnit); err != nil {
+	// The main process only: a crash of the daemon. Signalling the unit's other processes too
+	// can fail with EIO when one of them is exiting at that moment.
+	if _, err := b.nsp.Exec(ctx, "systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", standInUnit); err != nil {
 		return fmt.Errorf("crashing the stand-in: %w", err)
 	}
 	for {
