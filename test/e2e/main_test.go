@@ -151,7 +151,17 @@ func connect(t *testing.T, n *harness.Node) *rpmostree.Client {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := rpmostree.NewWithAddress(ctx, addr, rpmostree.Options{ClientID: "layerd-e2e"})
+	var c *rpmostree.Client
+	var err error
+	for {
+		c, err = rpmostree.NewWithAddress(ctx, addr, rpmostree.Options{ClientID: "layerd-e2e"})
+		// A reboot an earlier test began may still be bringing the stand-in back: wait for its
+		// name on the bus, as rpm-ostree's clients wait for the daemon's activation.
+		if err == nil || !strings.Contains(err.Error(), "was not provided by any .service files") || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("connecting to rpm-ostree on %s (%s): %v", n.Name, addr, err)
 	}
